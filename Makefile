@@ -1,0 +1,31 @@
+# The two set-up commands of the README:  make demo  ·  make test
+# Both create (or reuse) the virtualenv and install requirements.txt first (a no-op when done).
+SHELL := /bin/bash
+PYTHON_BOOT ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: install demo test redis check lint
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PYTHON) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -r requirements.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+redis:
+	@scripts/ensure-redis
+
+demo: install
+	$(PYTHON) manage.py demo
+
+test: install redis
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+check: install
+	$(PYTHON) manage.py check
+	$(PYTHON) manage.py makemigrations --check --dry-run

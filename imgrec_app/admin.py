@@ -1,0 +1,198 @@
+"""Admin: product-image inline for host product admins, the image index with re-index actions,
+and a status page with re-index buttons and live progress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.contenttypes.admin import GenericTabularInline
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from imgrec_app.models import (
+    CategoryClassifier,
+    CategoryPrediction,
+    IndexedImage,
+    ProductImage,
+    ReindexRun,
+)
+
+REINDEX_PERMISSION = "imgrec_app.reindex"
+
+
+class ProductImageInline(GenericTabularInline):
+    """Add to a host ``ModelAdmin.inlines`` to upload product photos through imgrec."""
+
+    model = ProductImage
+    ct_field = "content_type"
+    ct_fk_field = "object_id"
+    extra = 1
+    fields = ["image", "thumbnail", "alt_text", "position", "is_primary"]
+    readonly_fields = ["thumbnail"]
+
+    @admin.display(description="Preview")
+    def thumbnail(self, obj: ProductImage) -> str:
+        if not obj or not obj.image:
+            return "-"
+        return format_html('<img src="{}" style="max-height:60px;max-width:90px">', obj.image.url)
+
+
+def _can_reindex(request: HttpRequest) -> bool:
+    return request.user.is_active and request.user.is_staff and request.user.has_perm(REINDEX_PERMISSION)
+
+
+def _start(request: HttpRequest, scope: str, product_ids: list[Any] | None = None) -> ReindexRun:
+    from imgrec_app.services import reindex
+    from imgrec_app.tasks import start_reindex
+
+    started = reindex.start_run(scope, product_ids=product_ids, user=request.user)
+    if started.created:
+        try:
+            start_reindex.apply_async(
+                args=[started.run.pk],
+                queue=_light_queue(),
+                retry=True,
+                retry_policy={"max_retries": 1, "interval_start": 0.2},
+            )
+        except Exception:
+            # Broker down: the images are pending and the sweeper queues them later.
+            messages.warning(request, "The task queue is unreachable; the sweeper will queue the images.")
+    return started.run
+
+
+def _light_queue() -> str:
+    from imgrec_app.conf import imgrec_settings
+
+    return imgrec_settings.QUEUES["light"]
+
+
+@admin.action(description="Re-index images of selected products")
+def reindex_products_action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    """An action for the host's product admin (needs the ``imgrec_app.reindex`` permission)."""
+    if not _can_reindex(request):
+        modeladmin.message_user(
+            request, "You do not have permission to start a re-index.", messages.ERROR
+        )
+        return
+    run = _start(request, "all", product_ids=list(queryset.values_list("pk", flat=True)))
+    modeladmin.message_user(request, f"Re-indexing {run.total} image(s).", messages.SUCCESS)
+
+
+@admin.register(IndexedImage)
+class IndexedImageAdmin(admin.ModelAdmin):
+    """The index: every image imgrec knows, its status and failure reason."""
+
+    list_display = ["thumbnail", "object_id", "source", "status", "failure_reason", "attempts", "indexed_at"]
+    list_filter = ["status", "failure_reason", "source", "model_id"]
+    search_fields = ["object_id", "file_name", "failure_detail"]
+    readonly_fields = [f.name for f in IndexedImage._meta.fields]
+    actions = ["reindex_selected"]
+    change_list_template = "admin/imgrec_app/indexedimage/change_list.html"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_imgrec_reindex_permission(self, request: HttpRequest) -> bool:
+        return _can_reindex(request)
+
+    @admin.display(description="Image")
+    def thumbnail(self, obj: IndexedImage) -> str:
+        try:
+            from imgrec_app.hosts import get_image_source
+
+            source = get_image_source(obj.source)
+            storage = source.model._meta.get_field(source.field).storage
+            return format_html('<img src="{}" style="max-height:48px;max-width:72px">', storage.url(obj.file_name))
+        except Exception:
+            return obj.file_name
+
+    @admin.action(description="Re-index selected images", permissions=["imgrec_reindex"])
+    def reindex_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        run = _start(request, "all", product_ids=list(queryset.values_list("object_id", flat=True)))
+        self.message_user(request, f"Re-indexing {run.total} image(s).", messages.SUCCESS)
+
+    def get_urls(self) -> list[Any]:
+        urls = [
+            path("status/", self.admin_site.admin_view(self.status_view), name="imgrec_app_status"),
+            path(
+                "status/run/<int:run_id>/",
+                self.admin_site.admin_view(self.progress_view),
+                name="imgrec_app_run_progress",
+            ),
+        ]
+        return urls + super().get_urls()
+
+    def status_view(self, request: HttpRequest) -> HttpResponse:
+        from imgrec_app.services import reindex
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            if not _can_reindex(request):
+                raise PermissionDenied
+            scope = request.POST.get("scope", "")
+            if scope not in ("all", "missing", "failed", "stale"):
+                messages.error(request, f"Unknown re-index scope {scope!r}.")
+            else:
+                run = _start(request, scope)
+                messages.success(request, f"Re-index of {run.total} image(s) ({scope}) is running.")
+            return redirect(reverse("admin:imgrec_app_status"))
+        latest = ReindexRun.objects.first()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Image index status",
+            "opts": self.model._meta,
+            "status": reindex.index_status(),
+            "run": reindex.run_progress(latest) if latest else None,
+            "can_reindex": _can_reindex(request),
+        }
+        return TemplateResponse(request, "admin/imgrec_app/status.html", context)
+
+    def progress_view(self, request: HttpRequest, run_id: int) -> JsonResponse:
+        from imgrec_app.services import reindex
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        run = get_object_or_404(ReindexRun, pk=run_id)
+        return JsonResponse(reindex.run_progress(run).as_dict())
+
+
+@admin.register(ReindexRun)
+class ReindexRunAdmin(admin.ModelAdmin):
+    list_display = ["pk", "scope", "model_id", "total", "requested_by", "created_at", "finished_at"]
+    readonly_fields = [f.name for f in ReindexRun._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(CategoryClassifier)
+class CategoryClassifierAdmin(admin.ModelAdmin):
+    list_display = ["pk", "model_id", "sample_count", "cv_accuracy", "baseline_accuracy", "is_active", "created_at"]
+    exclude = ["coef", "intercept"]
+    readonly_fields = ["model_id", "categories", "cv_accuracy", "baseline_accuracy", "sample_count", "created_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(CategoryPrediction)
+class CategoryPredictionAdmin(admin.ModelAdmin):
+    """Products whose predicted category differs from the assigned one, with "apply"."""
+
+    list_display = ["object_id", "assigned_category", "category", "confidence", "disagrees_flag"]
+    list_filter = ["category"]
+    search_fields = ["object_id"]
+
+    @admin.display(boolean=True, description="Disagrees")
+    def disagrees_flag(self, obj: CategoryPrediction) -> bool:
+        return obj.disagrees
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

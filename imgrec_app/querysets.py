@@ -1,0 +1,52 @@
+"""Querysets for imgrec's models, including the k-NN vector queries."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from django.db import models
+from django.db.models.functions import Cast
+from pgvector.django import CosineDistance, HalfVectorField, VectorField
+
+# pgvector's HNSW limit for vector; above it indexes and queries cast to halfvec (limit 4,000).
+HNSW_MAX_VECTOR_DIM = 2000
+
+
+class IndexedImageQuerySet(models.QuerySet):
+    """Queries over tracked images."""
+
+    def for_product(self, content_type_id: int, object_id: str) -> "IndexedImageQuerySet":
+        return self.filter(content_type_id=content_type_id, object_id=str(object_id))
+
+    def status_counts(self) -> dict[str, int]:
+        rows = self.values_list("status").annotate(n=models.Count("pk")).order_by()
+        return {status: n for status, n in rows}
+
+
+def cast_vector(dim: int) -> Cast:
+    """The column cast to the model's size: the same expression as the model's HNSW index."""
+    field = VectorField(dimensions=dim) if dim <= HNSW_MAX_VECTOR_DIM else HalfVectorField(dimensions=dim)
+    return Cast("vector", output_field=field)
+
+
+class ProductVectorQuerySet(models.QuerySet):
+    """Queries over product vectors; always scoped to one model."""
+
+    def for_model(self, model_id: str, content_type_id: int | None = None) -> "ProductVectorQuerySet":
+        qs = self.filter(model_id=model_id)
+        if content_type_id is not None:
+            qs = qs.filter(content_type_id=content_type_id)
+        return qs
+
+    def nearest(self, vector: Sequence[float], *, dim: int) -> "ProductVectorQuerySet":
+        """Order by cosine distance to ``vector`` (annotated as ``distance``).
+
+        Use with ``for_model()`` and a slice: the ``model_id`` filter and the cast match the
+        partial HNSW index of that model, so Postgres walks the index instead of sorting the
+        table.  When the queryset also filters on the shop's rules, run it inside
+        :func:`imgrec_app.services.search.hnsw_session` so pgvector's iterative index scan keeps
+        going until ``limit`` rows pass the filter (a plain HNSW scan stops after
+        ``hnsw.ef_search`` candidates and may return fewer rows than asked).
+        """
+        value = list(map(float, vector))
+        return self.annotate(distance=CosineDistance(cast_vector(dim), value)).order_by("distance")

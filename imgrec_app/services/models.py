@@ -1,0 +1,88 @@
+"""Which model imgrec is configured to use and which one serves queries (no torch imported)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+
+from imgrec_app.conf import imgrec_settings
+from imgrec_app.ml.backbones import weights_version_for
+from imgrec_app.ml.registry import get_backbone
+from imgrec_app.models import IndexedImage, ServingModel
+
+logger = logging.getLogger(__name__)
+
+IMAGE = "image"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A backbone as configured: its registry name, options, vector identity and size."""
+
+    name: str
+    options: tuple[tuple[str, Any], ...]
+    model_id: str
+    dim: int
+
+
+def configured_model() -> ModelRef:
+    """The backbone named by ``IMGREC["BACKBONE"]`` (and its options)."""
+    name = imgrec_settings.BACKBONE
+    options = dict(imgrec_settings.BACKBONE_OPTIONS or {})
+    spec = get_backbone(name)
+    return ModelRef(
+        name=name,
+        options=tuple(sorted(options.items())),
+        model_id=spec.model_id(weights_version_for(spec, options)),
+        dim=spec.dim,
+    )
+
+
+def serving_model(modality: str = IMAGE) -> ServingModel | None:
+    """The model whose vectors answer queries now, or None before anything was indexed."""
+    return ServingModel.objects.filter(modality=modality).first()
+
+
+def backfill_remaining(model_id: str) -> int:
+    """How many live images still lack a vector of ``model_id`` (failed ones do not count)."""
+    return (
+        IndexedImage.objects.exclude(status=IndexedImage.Status.FAILED)
+        .exclude(embeddings__model_id=model_id)
+        .count()
+    )
+
+
+def switch_serving(model_id: str, dim: int, *, modality: str = IMAGE) -> ServingModel:
+    """Make ``model_id`` the serving model (an explicit switch or a rollback)."""
+    with transaction.atomic():
+        row, _ = ServingModel.objects.update_or_create(
+            modality=modality, defaults={"model_id": model_id, "dimensions": dim}
+        )
+    logger.info("imgrec now serves %s vectors from %s", modality, model_id)
+    return row
+
+
+def sync_serving_model() -> ServingModel | None:
+    """Switch serving to the configured model once its backfill is complete.
+
+    With ``MODEL_SWITCH = "manual"`` only the first model is adopted automatically; later
+    switches wait for ``manage.py imgrec_switch_model``.  Rolling back is a setting change: the
+    previous model's vectors are still there (until pruned), so its backfill is complete and it
+    serves again at the next sync.
+    """
+    ref = configured_model()
+    current = serving_model()
+    if current is not None and current.model_id == ref.model_id:
+        return current
+    if current is not None and imgrec_settings.MODEL_SWITCH != "auto":
+        return current
+    if current is not None and backfill_remaining(ref.model_id):
+        return current
+    from imgrec_app.models import ImageEmbedding
+
+    if current is None and not ImageEmbedding.objects.filter(model_id=ref.model_id).exists():
+        return None
+    return switch_serving(ref.model_id, ref.dim)

@@ -1,0 +1,51 @@
+"""Signal handlers: keep imgrec's index in step with saved and deleted images.
+
+Connected from ``ImgrecConfig.ready()``.  Handlers skip fixture loads (``raw=True``) and never
+touch the broker inside the request's transaction: queueing happens in ``on_commit``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db.models.signals import post_delete, post_save
+
+from imgrec_app.hosts import image_sources
+
+logger = logging.getLogger(__name__)
+
+_DISPATCH_PREFIX = "imgrec_app.image_source."
+
+
+def image_saved(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
+    if raw:
+        return
+    from imgrec_app.services.indexing import track_instance
+
+    track_instance(instance)
+
+
+def image_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    from imgrec_app.hosts import sources_for_model
+    from imgrec_app.services.indexing import untrack_image
+
+    for source in sources_for_model(sender):
+        untrack_image(source, instance.pk)
+
+
+def register_signal_handlers() -> None:
+    """Connect the handlers to every configured image source model (idempotent)."""
+    try:
+        sources = image_sources()
+        models = {source.model for source in sources}
+    except Exception:
+        # A wrong IMAGE_SOURCES entry is reported by the system checks, not by ready().
+        logger.exception("imgrec could not resolve its image sources")
+        from imgrec_app.models import ProductImage
+
+        models = {ProductImage}
+    for model in models:
+        uid = _DISPATCH_PREFIX + model._meta.label_lower
+        post_save.connect(image_saved, sender=model, dispatch_uid=uid + ".save")
+        post_delete.connect(image_deleted, sender=model, dispatch_uid=uid + ".delete")

@@ -1,0 +1,106 @@
+"""Celery tasks: thin wrappers that take ids, call one service, and own the retry policy.
+
+Routing: tasks are sent to ``IMGREC["QUEUES"]["embed"]`` (model work: run GPU or CPU workers on
+it) and ``IMGREC["QUEUES"]["light"]`` (bookkeeping).  Embedding tasks acknowledge late and are
+re-queued if the worker process dies, so a SIGKILL loses nothing; a redelivered batch is then
+processed one image at a time so that a poison image only takes itself down (it ends
+``failed: worker_lost`` after ``MAX_ATTEMPTS``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from django.db import DatabaseError, InterfaceError, OperationalError
+
+from imgrec_app.conf import imgrec_settings
+from imgrec_app.ml.registry import WeightsNotFound
+
+logger = logging.getLogger(__name__)
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OperationalError, InterfaceError]
+    try:
+        from kombu.exceptions import OperationalError as KombuOperationalError
+
+        errors.append(KombuOperationalError)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        errors.append(RedisConnectionError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+TRANSIENT_ERRORS = _transient_errors()
+
+
+def _redelivered(request: Any) -> bool:
+    info = getattr(request, "delivery_info", None) or {}
+    headers = getattr(request, "headers", None) or {}
+    return bool(info.get("redelivered") or headers.get("redelivered"))
+
+
+@shared_task(
+    bind=True,
+    name="imgrec.embed_images",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def embed_images(self: Any, image_ids: list[int]) -> dict[str, Any]:
+    """Embed the given IndexedImage ids (plus other waiting ones, up to the batch size)."""
+    from imgrec_app.services import indexing
+
+    redelivered = _redelivered(self.request)
+    reclaim = redelivered or self.request.retries > 0
+    try:
+        if redelivered:
+            total = indexing.BatchSummary()
+            for image_id in image_ids:
+                one = indexing.process_images([image_id], reclaim=True, greedy=False)
+                total.claimed += one.claimed
+                total.ready += one.ready
+                total.skipped += one.skipped
+                for code, n in one.failed.items():
+                    total.failed[code] = total.failed.get(code, 0) + n
+            return total.as_dict()
+        return indexing.process_images(image_ids, reclaim=reclaim).as_dict()
+    except WeightsNotFound as exc:
+        # Nothing was claimed: the images stay pending and the sweeper re-queues them once the
+        # weights are fixed.  Retrying now would only burn through the queue.
+        logger.error("imgrec cannot load its model, images stay pending: %s", exc)
+        raise
+    except TRANSIENT_ERRORS as exc:
+        countdown = min(300, 5 * 2**self.request.retries)
+        logger.warning("imgrec batch hit a transient error (%s); retrying in %ss", exc, countdown)
+        try:
+            indexing.release(image_ids)
+        except DatabaseError:
+            pass
+        raise self.retry(exc=exc, countdown=countdown, max_retries=imgrec_settings.TASK_MAX_RETRIES)
+
+
+@shared_task(name="imgrec.sweep", ignore_result=True)
+def sweep() -> dict[str, int]:
+    """Periodic: re-queue stuck images and switch serving models whose backfill completed."""
+    from imgrec_app.services import indexing
+    from imgrec_app.services.models import sync_serving_model
+
+    result = indexing.sweep_stuck()
+    sync_serving_model()
+    return result
+
+
+@shared_task(name="imgrec.start_reindex", ignore_result=True)
+def start_reindex(run_id: int) -> int:
+    """Queue the images of a re-index run (started from the admin or the API) in chunks."""
+    from imgrec_app.services import reindex
+
+    return reindex.publish_run(run_id)

@@ -1,0 +1,13 @@
+"""Catalogue URLs."""
+
+from django.urls import path
+
+from shop_demo.catalog import views
+
+app_name = "catalog"
+
+urlpatterns = [
+    path("", views.product_list, name="home"),
+    path("c/<slug:slug>/", views.product_list, name="category"),
+    path("p/<slug:slug>/", views.product_detail, name="product"),
+]

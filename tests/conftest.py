@@ -1,0 +1,178 @@
+"""Shared fixtures: a real Celery worker on the real Redis, catalogue factories, images made
+with Pillow."""
+
+from __future__ import annotations
+
+import io
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image, ImageDraw
+
+from imgrec_app.conf import imgrec_settings
+
+CATALOGUE_DIR = Path(__file__).resolve().parent.parent / "shop_demo" / "catalog" / "data"
+
+
+# --- broker and worker ---------------------------------------------------------------------------
+
+
+def _purge(app: Any) -> None:
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=3)
+        for queue in imgrec_settings.QUEUES.values():
+            try:
+                conn.default_channel.queue_purge(queue)
+            except Exception:
+                pass
+
+
+@pytest.fixture(scope="session")
+def celery_app_real() -> Any:
+    """The demo shop's Celery app, pointed at the test Redis database; fails loudly without Redis."""
+    from shop_demo.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=2, timeout=2)
+    except Exception as exc:  # pragma: no cover - environment problem
+        pytest.fail(f"Redis is not reachable at {app.conf.broker_url}: {exc}. Run `make redis`.")
+    return app
+
+
+@pytest.fixture(scope="session")
+def _session_worker(celery_app_real: Any, django_db_blocker: Any) -> Iterator[Any]:
+    from celery.contrib.testing.worker import start_worker
+
+    _purge(celery_app_real)
+    with start_worker(
+        celery_app_real,
+        pool="solo",
+        concurrency=1,
+        perform_ping_check=False,
+        queues=list(imgrec_settings.QUEUES.values()),
+        shutdown_timeout=30,
+    ) as worker:
+        yield worker
+
+
+@pytest.fixture
+def celery_worker(_session_worker: Any, celery_app_real: Any, transactional_db: Any) -> Any:
+    """A real in-process Celery worker consuming imgrec's queues on the real Redis."""
+    _purge(celery_app_real)
+    return _session_worker
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 120, interval: float = 0.2) -> Any:
+    """Poll until ``predicate()`` is truthy; fail with the last value after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"Timed out after {timeout}s waiting; last value: {value!r}")
+
+
+# --- images ---------------------------------------------------------------------------------------
+
+
+def make_image_bytes(
+    fmt: str = "JPEG",
+    size: tuple[int, int] = (320, 240),
+    color: tuple[int, int, int] = (200, 40, 40),
+    mode: str = "RGB",
+    shape: str = "circle",
+) -> bytes:
+    """A small picture (a shape on a background) encoded in memory."""
+    img = Image.new("RGB", size, (245, 245, 245))
+    draw = ImageDraw.Draw(img)
+    w, h = size
+    box = (w * 0.2, h * 0.2, w * 0.8, h * 0.8)
+    if shape == "circle":
+        draw.ellipse(box, fill=color)
+    else:
+        draw.rectangle(box, fill=color)
+    if mode != "RGB":
+        img = img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def upload(name: str, data: bytes, content_type: str = "image/jpeg") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, data, content_type=content_type)
+
+
+def catalogue_image(category: str, index: int = 0) -> Path:
+    """A real photo-like image from the committed demo catalogue."""
+    files = sorted((CATALOGUE_DIR / "images" / category).glob("*.png"))
+    if len(files) <= index:
+        pytest.skip(f"demo catalogue has no image {index} in {category}")
+    return files[index]
+
+
+# --- catalogue factories --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_category(db: Any) -> Callable[..., Any]:
+    from shop_demo.catalog.models import Category
+
+    def make(slug: str = "fruit", name: str | None = None) -> Category:
+        return Category.objects.get_or_create(slug=slug, defaults={"name": name or slug.title()})[0]
+
+    return make
+
+
+@pytest.fixture
+def make_product(db: Any, make_category: Callable[..., Any]) -> Callable[..., Any]:
+    from shop_demo.catalog.models import Product
+
+    counter = {"n": 0}
+
+    def make(
+        name: str | None = None,
+        *,
+        category: str = "fruit",
+        photo: SimpleUploadedFile | None = None,
+        stock: int = 5,
+        published: bool = True,
+        price: str = "9.90",
+    ) -> Product:
+        counter["n"] += 1
+        n = counter["n"]
+        return Product.objects.create(
+            slug=f"product-{n}-{time.monotonic_ns()}",
+            name=name or f"Product {n}",
+            price=Decimal(price),
+            stock=stock,
+            published=published,
+            category=make_category(category),
+            photo=photo,
+        )
+
+    return make
+
+
+@pytest.fixture
+def add_image(db: Any) -> Callable[..., Any]:
+    """Attach an uploaded image to a product through imgrec's own ProductImage model."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from imgrec_app.models import ProductImage
+
+    def add(product: Any, data: bytes | None = None, name: str = "photo.jpg", **kwargs: Any) -> ProductImage:
+        return ProductImage.objects.create(
+            content_type=ContentType.objects.get_for_model(product),
+            object_id=str(product.pk),
+            image=upload(name, data if data is not None else make_image_bytes()),
+            **kwargs,
+        )
+
+    return add
