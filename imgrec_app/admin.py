@@ -174,25 +174,94 @@ class ReindexRunAdmin(admin.ModelAdmin):
 
 @admin.register(CategoryClassifier)
 class CategoryClassifierAdmin(admin.ModelAdmin):
+    """Trained classifiers with their cross-validated accuracy; "Retrain" on the list page."""
+
     list_display = ["pk", "model_id", "sample_count", "cv_accuracy", "baseline_accuracy", "is_active", "created_at"]
     exclude = ["coef", "intercept"]
     readonly_fields = ["model_id", "categories", "cv_accuracy", "baseline_accuracy", "sample_count", "created_at"]
+    change_list_template = "admin/imgrec_app/categoryclassifier/change_list.html"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path("retrain/", self.admin_site.admin_view(self.retrain_view), name="imgrec_app_retrain"),
+        ] + super().get_urls()
+
+    def retrain_view(self, request: HttpRequest) -> HttpResponse:
+        from imgrec_app.services import classifier
+
+        if request.method != "POST" or not _can_reindex(request):
+            raise PermissionDenied
+        try:
+            report = classifier.train()
+        except classifier.NotEnoughData as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(
+                request,
+                f"Trained on {report.samples} products in {report.categories} categories: "
+                f"{report.cv_accuracy:.1%} cross-validated accuracy ({report.folds}-fold; "
+                f"majority baseline {report.baseline_accuracy:.1%}); "
+                f"{report.disagreements} disagreement(s) to review.",
+            )
+        return redirect(reverse("admin:imgrec_app_categoryclassifier_changelist"))
+
+
+class DisagreementFilter(admin.SimpleListFilter):
+    title = "agreement"
+    parameter_name = "disagrees"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Predicted category differs"), ("no", "Agrees")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        from django.db.models import F
+
+        differs = queryset.exclude(assigned_category="").exclude(assigned_category=F("category"))
+        if self.value() == "yes":
+            return differs
+        if self.value() == "no":
+            return queryset.exclude(pk__in=differs.values("pk"))
+        return queryset
 
 
 @admin.register(CategoryPrediction)
 class CategoryPredictionAdmin(admin.ModelAdmin):
     """Products whose predicted category differs from the assigned one, with "apply"."""
 
-    list_display = ["object_id", "assigned_category", "category", "confidence", "disagrees_flag"]
-    list_filter = ["category"]
+    list_display = ["product_link", "assigned_category", "category", "confidence", "disagrees_flag"]
+    list_filter = [DisagreementFilter, "category"]
     search_fields = ["object_id"]
+    ordering = ["-confidence"]
+    actions = ["apply_suggestions"]
+
+    @admin.display(description="Product")
+    def product_link(self, obj: CategoryPrediction) -> str:
+        product = obj.product
+        return str(product) if product is not None else obj.object_id
 
     @admin.display(boolean=True, description="Disagrees")
     def disagrees_flag(self, obj: CategoryPrediction) -> bool:
         return obj.disagrees
+
+    @admin.action(description="Apply the predicted category to selected products")
+    def apply_suggestions(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from imgrec_app.services import classifier
+
+        if not request.user.has_perm("imgrec_app.change_categoryprediction"):
+            raise PermissionDenied
+        applied = sum(classifier.apply_suggestion(p) for p in queryset)
+        if applied:
+            self.message_user(request, f"Applied {applied} suggestion(s).", messages.SUCCESS)
+        else:
+            self.message_user(
+                request,
+                "Nothing applied: categories can be applied only when IMGREC['PRODUCT_CATEGORY'] "
+                "names a field of the product model.",
+                messages.WARNING,
+            )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -47,6 +47,10 @@ DEFAULTS: dict[str, Any] = {
     "DECODE_WORKERS": 2,
     # How many generic (ImageNet) labels to keep per image.
     "TOP_LABELS": 5,
+    # Text model for product names/descriptions ("all-MiniLM-L6-v2", shipped on PyPI), or None.
+    "TEXT_MODEL": None,
+    # Product attributes (or methods) whose text is embedded.
+    "TEXT_FIELDS": ["name", "description"],
     # --- Celery ----------------------------------------------------------------------------------
     # Queue names: "embed" does model work (route it to GPU/CPU workers), "light" does bookkeeping.
     "QUEUES": {"embed": "imgrec.embed", "light": "imgrec.light"},
@@ -58,6 +62,48 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ATTEMPTS": 3,
     # Images pending/processing longer than this (seconds) are re-enqueued by the sweeper.
     "STUCK_AFTER": 600,
+    # --- shelves ----------------------------------------------------------------------------------
+    # Weights of the hybrid similarity: image cosine, text cosine, "viewed together" strength.
+    # Chosen by measurement with ``manage.py imgrec_evaluate`` (see docs/BENCHMARKS.md).
+    "SIMILAR_WEIGHTS": {"image": 1.0, "text": 0.5, "coview": 0.3},
+    # A pair of products counts as viewed together once this many visitors viewed both.
+    "COVIEW_MIN_VISITORS": 2,
+    # Candidates fetched per modality, as a multiple of the shelf's limit.
+    "CANDIDATE_FACTOR": 3,
+    # Two products whose image vectors are closer than this are near-duplicates; one is kept.
+    "NEAR_DUPLICATE_SIMILARITY": 0.985,
+    # Diversity: None, "mmr" (maximal marginal relevance) or "category" (cap per category).
+    "DIVERSITY": None,
+    "MMR_LAMBDA": 0.8,
+    "CATEGORY_CAP": 3,
+    # Upper bound of ``limit`` accepted from callers.
+    "MAX_LIMIT": 50,
+    # pgvector: hnsw.ef_search floor and hnsw.max_scan_tuples for filtered (iterative) scans.
+    "HNSW_EF_SEARCH": 100,
+    "HNSW_MAX_SCAN_TUPLES": 50_000,
+    # --- history -------------------------------------------------------------------------------
+    # How many recent interactions build a visitor's interest profile.
+    "HISTORY_LENGTH": 50,
+    # Recency half-life of an interaction's weight, in days.
+    "HISTORY_HALF_LIFE_DAYS": 7.0,
+    # Up to this many interest clusters per visitor (several interests are not averaged away).
+    "MAX_INTERESTS": 3,
+    # Leave products the visitor already viewed/bought out of "recommended for you".
+    "EXCLUDE_SEEN": True,
+    # The same event of the same visitor on the same product within this window counts once.
+    "DEDUPE_SECONDS": 300,
+    "HISTORY_RETENTION_DAYS": 180,
+    # Regex of user agents whose views are not recorded ("" to record everything).
+    "BOT_USER_AGENTS": r"bot|crawl|spider|slurp|bingpreview|facebookexternalhit",
+    # Trending: interactions of the last N days, decayed with HISTORY_HALF_LIFE_DAYS.
+    "TRENDING_DAYS": 30,
+    # --- host hooks ----------------------------------------------------------------------------
+    # Dotted path to ``callable(product, request) -> dict`` giving name/url/image_url of a
+    # product for API results; None: str(product), get_absolute_url(), the primary image.
+    "PRODUCT_SERIALIZER_HOOK": None,
+    # Search by photo: keep uploaded photos (False: embedded in memory and discarded).
+    "SEARCH_STORE_UPLOADS": False,
+    "SEARCH_THROTTLE_RATE": "10/min",
     # --- uploads -------------------------------------------------------------------------------
     "ALLOWED_FORMATS": ["JPEG", "PNG", "WEBP", "GIF"],
     "MAX_UPLOAD_SIZE": 20 * 1024 * 1024,
@@ -82,15 +128,19 @@ class ImgrecSettings:
         return value if isinstance(value, dict) else {}
 
     def __getattr__(self, attr: str) -> Any:
-        if attr not in self.defaults:
-            raise AttributeError(f"Invalid imgrec setting: {attr!r}")
-        value = self.user_settings.get(attr, self.defaults[attr])
+        if attr.startswith("_") or attr == "defaults":
+            # Not a setting; also stops copy/pickle (which probe ``__setstate__`` on an instance
+            # without ``defaults``) from recursing through ``self.defaults``.
+            raise AttributeError(attr)
+        value = self.raw(attr)
         if attr in IMPORT_STRINGS and isinstance(value, str):
             value = import_from_string(value, attr)
         return value
 
     def raw(self, attr: str) -> Any:
         """The setting as written (dotted paths not imported)."""
+        if attr not in self.defaults:
+            raise AttributeError(f"Invalid imgrec setting: {attr!r}")
         return self.user_settings.get(attr, self.defaults[attr])
 
 

@@ -14,6 +14,7 @@ from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from pgvector.django import VectorField
 
@@ -176,6 +177,8 @@ class ProductVector(models.Model):
     model_id = models.CharField(max_length=200)
     vector = VectorField()
     source_count = models.PositiveIntegerField(default=1)
+    # Hash of what the vector was made from (text vectors: the product text), to skip no-op work.
+    source_hash = models.CharField(max_length=64, blank=True)
     # Generic labels averaged over the product's images (image modality only).
     labels = models.JSONField(default=list, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -273,3 +276,70 @@ class CategoryPrediction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.object_id}: {self.category} ({self.confidence:.2f})"
+
+
+class Interaction(models.Model):
+    """One event of a visitor's browsing history: a product view, add-to-cart or purchase.
+
+    Anonymous visitors are identified by a random ``visitor_id`` kept in their session (not the
+    session key, which changes at login); on login their rows are given the user, once.
+    """
+
+    class Kind(models.TextChoices):
+        VIEW = "view", _("Viewed")
+        CART = "cart", _("Added to cart")
+        PURCHASE = "purchase", _("Purchased")
+
+    visitor_id = models.UUIDField(null=True, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_id = models.CharField(_("product id"), max_length=64)
+    product = GenericForeignKey("content_type", "object_id")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.VIEW)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="imgrec_interaction_user"),
+            models.Index(fields=["visitor_id", "-created_at"], name="imgrec_interaction_visitor"),
+            models.Index(
+                fields=["content_type", "object_id", "-created_at"], name="imgrec_interaction_product"
+            ),
+            models.Index(fields=["created_at"], name="imgrec_interaction_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=False) | Q(visitor_id__isnull=False),
+                name="imgrec_interaction_has_owner",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.object_id} by {self.user_id or self.visitor_id}"
+
+
+class CoView(models.Model):
+    """How many visitors interacted with both products (item-to-item collaborative filtering).
+
+    Rebuilt from :class:`Interaction` by the ``imgrec.refresh_coviews`` task; one row per ordered
+    pair so a product's neighbours are one indexed lookup.
+    """
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_id = models.CharField(max_length=64)
+    other_id = models.CharField(max_length=64)
+    visitors = models.PositiveIntegerField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["content_type", "object_id", "other_id"], name="imgrec_coview_pair_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.object_id} & {self.other_id}: {self.visitors}"

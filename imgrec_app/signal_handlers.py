@@ -34,6 +34,20 @@ def image_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
         untrack_image(source, instance.pk)
 
 
+def product_saved(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
+    if raw:
+        return
+    from imgrec_app.services.text import product_saved as queue_text
+
+    queue_text(instance)
+
+
+def product_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    from imgrec_app.services.indexing import forget_product
+
+    forget_product(instance)
+
+
 def register_signal_handlers() -> None:
     """Connect the handlers to every configured image source model (idempotent)."""
     try:
@@ -49,3 +63,12 @@ def register_signal_handlers() -> None:
         uid = _DISPATCH_PREFIX + model._meta.label_lower
         post_save.connect(image_saved, sender=model, dispatch_uid=uid + ".save")
         post_delete.connect(image_deleted, sender=model, dispatch_uid=uid + ".delete")
+    try:
+        from imgrec_app.hosts import get_product_model
+
+        product_model = get_product_model()
+    except Exception:
+        return  # reported by check imgrec_app.E002
+    uid = _DISPATCH_PREFIX + "product." + product_model._meta.label_lower
+    post_save.connect(product_saved, sender=product_model, dispatch_uid=uid + ".save")
+    post_delete.connect(product_deleted, sender=product_model, dispatch_uid=uid + ".delete")

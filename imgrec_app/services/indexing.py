@@ -122,6 +122,22 @@ def _refresh_products(images: Iterable[IndexedImage]) -> None:
         refresh_product_vectors(pairs, model_id)
 
 
+def forget_product(product: models.Model) -> None:
+    """Remove everything imgrec holds about a deleted product (its images, vectors, history)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from imgrec_app.models import CategoryPrediction, CoView, Interaction, ProductVector
+
+    ct = ContentType.objects.get_for_model(product)
+    key = str(product.pk)
+    for image in ProductImage.objects.filter(content_type=ct, object_id=key):
+        image.delete()  # its own post_delete untracks it
+    for model in (IndexedImage, ProductVector, CategoryPrediction, Interaction):
+        model.objects.filter(content_type=ct, object_id=key).delete()
+    CoView.objects.filter(content_type=ct, object_id=key).delete()
+    CoView.objects.filter(content_type=ct, other_id=key).delete()
+
+
 def track_instance(instance: models.Model) -> list[IndexedImage]:
     """Track every configured image source the instance's model provides."""
     tracked = []

@@ -114,14 +114,14 @@ def start_run(
     return RunStart(run, True)
 
 
-def publish_run(run_id: int) -> int:
+def publish_run(run_id: int, *, chunk_size: int | None = None) -> int:
     """Queue a run's pending images in chunks; returns the number of tasks sent."""
     ids = list(
         IndexedImage.objects.filter(run_id=run_id, status=Status.PENDING)
         .order_by("pk")
         .values_list("pk", flat=True)
     )
-    return indexing.publish(ids)
+    return indexing.publish(ids, chunk_size=chunk_size)
 
 
 def run_sync(

@@ -49,6 +49,9 @@ def ensure_hnsw_index(model_id: str, dim: int, *, table: str | None = None) -> s
             vt = vector_type(dim)
             # CONCURRENTLY keeps writes flowing on a live shop; it cannot run in a transaction.
             concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
+            if connection.in_atomic_block:
+                # Deferred FK checks of rows written earlier in this transaction would block it.
+                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             cursor.execute(
                 f"CREATE INDEX {concurrently}IF NOT EXISTS {name} ON {table} "
                 f"USING hnsw ((vector::{vt}({dim})) {vt}_cosine_ops) "

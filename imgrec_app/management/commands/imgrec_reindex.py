@@ -1,0 +1,81 @@
+"""``manage.py imgrec_reindex``: (re-)embed images, queued in chunks or in this process."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
+
+from imgrec_app.services import reindex
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-index product images. Scopes: --all, --missing (no vector of the configured model; "
+        "also picks up images that existed before imgrec was installed), --stale (vectors of "
+        "another model only), --failed. Queues Celery tasks in chunks unless --sync."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        scope = parser.add_mutually_exclusive_group()
+        for name in reindex.SCOPES:
+            scope.add_argument(f"--{name}", dest="scope", action="store_const", const=name)
+        parser.set_defaults(scope="missing")
+        parser.add_argument(
+            "--product", dest="products", action="append", metavar="ID",
+            help="Limit to these product ids (repeat the option). Default: every product.",
+        )
+        parser.add_argument("--sync", action="store_true", help="Embed in this process instead of queueing tasks.")
+        parser.add_argument(
+            "--wait", action="store_true",
+            help="After queueing, follow the workers' progress until the run is finished.",
+        )
+        parser.add_argument("--chunk-size", type=int, default=None, help="Images per task / per batch (default: IMGREC['TASK_BATCH_SIZE']).")
+        parser.add_argument("--timeout", type=float, default=3600.0, help="With --wait: give up after this many seconds (default: 3600).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        scope = options["scope"]
+        quiet = options["verbosity"] == 0
+        started = reindex.start_run(scope, product_ids=options["products"])
+        run = started.run
+        if not started.created:
+            self.stdout.write(f"A re-index of {scope} (run {run.pk}) is already running; following it.")
+        self.stdout.write(f"Re-index run {run.pk}: {run.total} image(s), scope {scope}, model {run.model_id}")
+        if options["sync"]:
+            with tqdm(total=run.total, unit="img", disable=quiet) as bar:
+                summary = reindex.run_sync(run, chunk_size=options["chunk_size"], progress=bar.update)
+            self._summary(run)
+            if summary.failed:
+                self.stdout.write(f"Failures by reason: {summary.failed}")
+            return
+        if started.created:
+            tasks = reindex.publish_run(run.pk, chunk_size=options["chunk_size"])
+            self.stdout.write(f"Queued {tasks} task(s).")
+        if options["wait"]:
+            self._follow(run, options["timeout"], quiet)
+        self._summary(run)
+
+    def _follow(self, run: Any, timeout: float, quiet: bool) -> None:
+        deadline = time.monotonic() + timeout
+        with tqdm(total=run.total, unit="img", disable=quiet) as bar:
+            while True:
+                p = reindex.run_progress(run)
+                bar.n = p.ready + p.failed
+                bar.set_postfix(failed=p.failed, rate=f"{p.rate}/s")
+                bar.refresh()
+                if p.finished:
+                    return
+                if time.monotonic() > deadline:
+                    raise CommandError(f"Run {run.pk} not finished after {timeout:.0f}s: {p.as_dict()}")
+                time.sleep(1.0)
+
+    def _summary(self, run: Any) -> None:
+        p = reindex.run_progress(run)
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Run {p.run_id}: {p.ready} ready, {p.failed} failed, {p.remaining} remaining "
+                f"of {p.total} ({p.rate} img/s)"
+            )
+        )

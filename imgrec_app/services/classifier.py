@@ -1,0 +1,190 @@
+"""The shop's own categories: a linear classifier trained on product vectors.
+
+Products that already have a category teach a multinomial logistic regression over the serving
+model's product vectors (image, concatenated with text when text vectors exist).  Its k-fold
+cross-validated accuracy is stored next to a majority-class baseline; every product with a vector
+then gets a predicted category with a confidence, and the admin lists disagreements.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+
+from imgrec_app.hosts import get_product_model, product_category, product_content_type
+from imgrec_app.models import CategoryClassifier, CategoryPrediction, ProductVector
+from imgrec_app.services.models import serving_model
+
+logger = logging.getLogger(__name__)
+
+
+class NotEnoughData(ValueError):
+    """Too few categorised products to train (at least 2 categories with 2 products each)."""
+
+
+@dataclass(frozen=True)
+class TrainingReport:
+    """What a training run found."""
+
+    classifier_id: int
+    samples: int
+    categories: int
+    cv_accuracy: float | None
+    baseline_accuracy: float
+    folds: int
+    predictions: int
+    disagreements: int
+
+
+def _product_vectors(model_id: str) -> tuple[list[str], np.ndarray]:
+    ct = product_content_type()
+    rows = list(
+        ProductVector.objects.filter(content_type=ct, model_id=model_id).values_list("object_id", "vector")
+    )
+    if not rows:
+        return [], np.zeros((0, 0), dtype=np.float32)
+    ids = [r[0] for r in rows]
+    return ids, np.asarray([np.asarray(r[1], dtype=np.float32) for r in rows])
+
+
+def _categories_of(ids: list[str]) -> dict[str, str | None]:
+    model = get_product_model()
+    products = model._default_manager.in_bulk([model._meta.pk.to_python(i) for i in ids])
+    return {str(pk): product_category(p) for pk, p in products.items()}
+
+
+def train(*, folds: int = 5, min_per_class: int = 2, C: float = 2.0) -> TrainingReport:
+    """Train, cross-validate, store and apply a category classifier.
+
+    Args:
+        folds: k of the stratified k-fold cross-validation (reduced for small classes).
+        min_per_class: categories with fewer labelled products are left out of training.
+        C: inverse regularisation strength of the logistic regression.
+
+    Raises:
+        NotEnoughData: when there is nothing sensible to learn from.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    serving = serving_model()
+    if serving is None:
+        raise NotEnoughData("No product vectors yet: index images first.")
+    ids, X = _product_vectors(serving.model_id)
+    labels = _categories_of(ids)
+    y_all = [labels.get(i) for i in ids]
+    counts: dict[str, int] = {}
+    for y in y_all:
+        if y is not None:
+            counts[y] = counts.get(y, 0) + 1
+    keep = {c for c, n in counts.items() if n >= min_per_class}
+    mask = np.array([y in keep for y in y_all], dtype=bool)
+    if len(keep) < 2:
+        raise NotEnoughData(
+            f"Need at least 2 categories with {min_per_class}+ indexed products; have {counts}."
+        )
+    X_train = X[mask]
+    y_train = np.array([y for y in y_all if y in keep])
+    k = max(2, min(folds, min(np.unique(y_train, return_counts=True)[1])))
+    clf = LogisticRegression(C=C, max_iter=2000)
+    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=0)
+    scores = cross_val_score(clf, X_train, y_train, cv=cv)
+    values, value_counts = np.unique(y_train, return_counts=True)
+    baseline = float(value_counts.max() / value_counts.sum())
+    clf.fit(X_train, y_train)
+    coef = clf.coef_
+    intercept = clf.intercept_
+    classes = [str(c) for c in clf.classes_]
+    if len(classes) == 2:  # sklearn's binary form: one row; expand to two for uniform scoring
+        coef = np.vstack([-coef[0], coef[0]]) / 2
+        intercept = np.array([-intercept[0], intercept[0]]) / 2
+    with transaction.atomic():
+        CategoryClassifier.objects.filter(is_active=True).update(is_active=False)
+        record = CategoryClassifier.objects.create(
+            model_id=serving.model_id,
+            categories=classes,
+            coef=np.round(coef, 6).tolist(),
+            intercept=np.round(intercept, 6).tolist(),
+            cv_accuracy=float(scores.mean()),
+            baseline_accuracy=baseline,
+            sample_count=int(mask.sum()),
+            is_active=True,
+        )
+        written, disagreements = _predict_all(record, ids, X, labels)
+    logger.info("Trained category classifier %s: cv accuracy %.3f", record.pk, scores.mean())
+    return TrainingReport(
+        classifier_id=record.pk,
+        samples=int(mask.sum()),
+        categories=len(classes),
+        cv_accuracy=float(scores.mean()),
+        baseline_accuracy=baseline,
+        folds=k,
+        predictions=written,
+        disagreements=disagreements,
+    )
+
+
+def _scores(record: CategoryClassifier, X: np.ndarray) -> np.ndarray:
+    logits = X @ np.asarray(record.coef, dtype=np.float32).T + np.asarray(record.intercept, dtype=np.float32)
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def _predict_all(
+    record: CategoryClassifier, ids: list[str], X: np.ndarray, labels: dict[str, str | None]
+) -> tuple[int, int]:
+    ct = product_content_type()
+    probs = _scores(record, X)
+    best = probs.argmax(axis=1)
+    CategoryPrediction.objects.filter(content_type=ct).delete()
+    rows = [
+        CategoryPrediction(
+            content_type=ct,
+            object_id=pid,
+            classifier=record,
+            category=record.categories[int(b)],
+            confidence=float(probs[row, b]),
+            assigned_category=labels.get(pid) or "",
+        )
+        for row, (pid, b) in enumerate(zip(ids, best))
+    ]
+    CategoryPrediction.objects.bulk_create(rows, batch_size=1000)
+    return len(rows), sum(1 for r in rows if r.disagrees)
+
+
+def predict(product: Any) -> tuple[str, float] | None:
+    """The active classifier's category and confidence for one product, or None."""
+    record = CategoryClassifier.objects.filter(is_active=True).first()
+    if record is None:
+        return None
+    vec = (
+        ProductVector.objects.filter(
+            content_type=product_content_type(), object_id=str(product.pk), model_id=record.model_id
+        )
+        .values_list("vector", flat=True)
+        .first()
+    )
+    if vec is None:
+        return None
+    probs = _scores(record, np.asarray(vec, dtype=np.float32)[None, :])[0]
+    best = int(probs.argmax())
+    return record.categories[best], float(probs[best])
+
+
+def apply_suggestion(prediction: CategoryPrediction) -> bool:
+    """Set the product's category to the predicted one (field-based categories only)."""
+    from imgrec_app.hosts import category_field_lookup
+
+    field = category_field_lookup()
+    if field is None:
+        return False
+    model = get_product_model()
+    updated = model._default_manager.filter(pk=prediction.object_id).update(**{field: prediction.category})
+    if updated:
+        CategoryPrediction.objects.filter(pk=prediction.pk).update(assigned_category=prediction.category)
+    return bool(updated)

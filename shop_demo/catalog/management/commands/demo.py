@@ -1,0 +1,101 @@
+"""``manage.py demo``: migrate, seed, start a Celery worker and the web server, index, serve."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from imgrec_app.conf import imgrec_settings
+
+
+class Command(BaseCommand):
+    help = "Run the demo shop: embedded Postgres, migrations, demo data, a Celery worker and the web server."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--addr", default="127.0.0.1:8000", help="Address of the web server (default: 127.0.0.1:8000).")
+        parser.add_argument("--no-index-wait", action="store_true", help="Do not wait for indexing before printing the URLs.")
+        parser.add_argument("--exit-after-index", action="store_true", help="Stop everything once indexing is done (for scripts).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self._check_redis()
+        self.stdout.write("Migrating the database...")
+        call_command("migrate", interactive=False, verbosity=0)
+        from shop_demo.catalog.models import Product
+
+        if not Product.objects.exists():
+            self.stdout.write("Empty shop: loading the demo catalogue...")
+            call_command("seed_demo")
+        password = self._demo_users()
+        children = self._start_children(options["addr"])
+        try:
+            if not options["no_index_wait"]:
+                self.stdout.write("Indexing product images (the worker embeds them; progress below)...")
+                call_command("imgrec_reindex", "--missing", "--wait", timeout=3600)
+            url = f"http://{options['addr']}/"
+            self.stdout.write(self.style.SUCCESS(f"\nThe demo shop runs at {url}"))
+            self.stdout.write(f"  Admin:        {url}admin/  (user admin, password {password}; demo only)")
+            self.stdout.write(f"  Index status: {url}admin/imgrec_app/indexedimage/status/")
+            self.stdout.write(f"  API schema:   {url}api/imgrec/schema/")
+            self.stdout.write("Press Ctrl-C to stop.")
+            if options["exit_after_index"]:
+                return
+            while all(child.poll() is None for child in children):
+                time.sleep(0.5)
+            raise CommandError("A demo process stopped unexpectedly; see its output above.")
+        except KeyboardInterrupt:
+            self.stdout.write("\nStopping...")
+        finally:
+            self._stop(children)
+
+    def _check_redis(self) -> None:
+        from shop_demo.celery import app
+
+        try:
+            with app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+        except Exception as exc:
+            raise CommandError(
+                f"Redis is not reachable at {settings.CELERY_BROKER_URL} ({exc}).\n"
+                "Start one with:  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ''\n"
+                "or point REDIS_URL at a running Redis."
+            ) from exc
+
+    def _demo_users(self) -> str:
+        User = get_user_model()
+        password = "admin"
+        if not User.objects.filter(username="admin").exists():
+            User.objects.create_superuser("admin", "admin@example.com", password)
+        return password
+
+    def _start_children(self, addr: str) -> list[subprocess.Popen]:
+        queues = ",".join([*imgrec_settings.QUEUES.values(), "celery"])
+        schedule = os.path.join(str(settings.VAR_DIR), "celerybeat-schedule")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "shop_demo", "worker", "-B", "-s", schedule,
+             "-Q", queues, "--concurrency", "1", "-l", "warning"],
+            env=env,
+        )
+        web = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", addr, "--noreload"], env=env, cwd=str(settings.BASE_DIR)
+        )
+        return [worker, web]
+
+    def _stop(self, children: list[subprocess.Popen]) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
