@@ -49,27 +49,11 @@ def _can_reindex(request: HttpRequest) -> bool:
 
 def _start(request: HttpRequest, scope: str, product_ids: list[Any] | None = None) -> ReindexRun:
     from imgrec_app.services import reindex
-    from imgrec_app.tasks import start_reindex
 
-    started = reindex.start_run(scope, product_ids=product_ids, user=request.user)
-    if started.created:
-        try:
-            start_reindex.apply_async(
-                args=[started.run.pk],
-                queue=_light_queue(),
-                retry=True,
-                retry_policy={"max_retries": 1, "interval_start": 0.2},
-            )
-        except Exception:
-            # Broker down: the images are pending and the sweeper queues them later.
-            messages.warning(request, "The task queue is unreachable; the sweeper will queue the images.")
+    started = reindex.start_and_queue(scope, product_ids=product_ids, user=request.user)
+    if not started.created:
+        messages.info(request, f"A re-index of {scope} (run {started.run.pk}) is already running.")
     return started.run
-
-
-def _light_queue() -> str:
-    from imgrec_app.conf import imgrec_settings
-
-    return imgrec_settings.QUEUES["light"]
 
 
 @admin.action(description="Re-index images of selected products")

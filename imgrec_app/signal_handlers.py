@@ -48,8 +48,23 @@ def product_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     forget_product(instance)
 
 
+def user_logged_in_handler(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    """Give the visitor's anonymous history to the user who just logged in (once)."""
+    if request is None:
+        return
+    from imgrec_app.services.history import merge_on_login
+
+    try:
+        merge_on_login(request, user)
+    except Exception:
+        logger.exception("imgrec could not merge the anonymous history at login")
+
+
 def register_signal_handlers() -> None:
     """Connect the handlers to every configured image source model (idempotent)."""
+    from django.contrib.auth.signals import user_logged_in
+
+    user_logged_in.connect(user_logged_in_handler, dispatch_uid=_DISPATCH_PREFIX + "login")
     try:
         sources = image_sources()
         models = {source.model for source in sources}

@@ -114,6 +114,27 @@ def start_run(
     return RunStart(run, True)
 
 
+def start_and_queue(
+    scope: str, *, product_ids: Iterable[Any] | None = None, user: Any = None
+) -> RunStart:
+    """Start a run (admin, API) and hand its queueing to a light task, so the request returns
+    at once.  If the broker is down the images stay pending and the sweeper queues them."""
+    from imgrec_app.tasks import start_reindex
+
+    started = start_run(scope, product_ids=product_ids, user=user)
+    if started.created:
+        try:
+            start_reindex.apply_async(
+                args=[started.run.pk],
+                queue=imgrec_settings.QUEUES["light"],
+                retry=True,
+                retry_policy={"max_retries": 1, "interval_start": 0.2},
+            )
+        except Exception as exc:
+            logger.warning("imgrec could not queue re-index run %s (%s)", started.run.pk, exc)
+    return started
+
+
 def publish_run(run_id: int, *, chunk_size: int | None = None) -> int:
     """Queue a run's pending images in chunks; returns the number of tasks sent."""
     ids = list(

@@ -1,0 +1,19 @@
+"""API URLs; mount with ``path("api/imgrec/", include("imgrec_app.api.urls"))``."""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+
+from imgrec_app.api import views
+
+app_name = "imgrec_api"
+
+urlpatterns = [
+    path("products/<str:product_id>/similar/", views.SimilarProductsView.as_view(), name="similar"),
+    path("recommendations/", views.RecommendationsView.as_view(), name="recommendations"),
+    path("events/", views.EventView.as_view(), name="events"),
+    path("history/", views.HistoryView.as_view(), name="history"),
+    path("search/", views.SearchView.as_view(), name="search"),
+    path("status/", views.StatusView.as_view(), name="status"),
+    path("reindex/", views.ReindexView.as_view(), name="reindex"),
+    path("schema/", SpectacularAPIView.as_view(urlconf="imgrec_app.api.urls"), name="schema"),
+]

@@ -1,0 +1,202 @@
+"""DRF views: thin, they call services.  Per-visitor responses are private (``Vary: Cookie``,
+``Cache-Control: private``); every write, anonymous ones included, is CSRF-checked when it comes
+with a session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from django.utils.cache import patch_cache_control, patch_vary_headers
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import permissions, status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
+
+from imgrec_app.api import serializers as s
+from imgrec_app.conf import imgrec_settings
+from imgrec_app.hosts import get_product_model
+from imgrec_app.services import history, presentation, recommend
+
+
+class PrivateResponseMixin:
+    """Responses that depend on who asks must never be shared by caches."""
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        patch_vary_headers(response, ["Cookie"])
+        patch_cache_control(response, private=True, no_cache=True)
+        return response
+
+
+class CsrfForAllMixin:
+    """DRF checks CSRF only for logged-in users; history writes of anonymous visitors are
+    session-bound too, so a cross-site POST must not write into them either."""
+
+    def enforce_csrf(self, request: Request) -> None:
+        from django.conf import settings
+
+        if request.COOKIES.get(settings.SESSION_COOKIE_NAME) or request.user.is_authenticated:
+            SessionAuthentication().enforce_csrf(request)
+
+
+class SearchThrottle(SimpleRateThrottle):
+    """Per user, else per client address (REMOTE_ADDR only: a forged X-Forwarded-For cannot
+    reset it; behind a proxy, set REMOTE_ADDR from the proxy's header in the proxy layer)."""
+
+    scope = "imgrec_search"
+
+    def get_rate(self) -> str:
+        return imgrec_settings.SEARCH_THROTTLE_RATE
+
+    def get_cache_key(self, request: Request, view: Any) -> str:
+        ident = f"user-{request.user.pk}" if request.user.is_authenticated else request.META.get("REMOTE_ADDR", "unknown")
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit", "8")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError({"limit": f"Must be an integer between 1 and {imgrec_settings.MAX_LIMIT}."})
+    if not 1 <= value <= imgrec_settings.MAX_LIMIT:
+        raise ValidationError({"limit": f"Must be between 1 and {imgrec_settings.MAX_LIMIT}."})
+    return value
+
+
+def _product(product_id: str) -> Any:
+    model = get_product_model()
+    try:
+        pk = model._meta.pk.to_python(product_id)
+        return model._default_manager.get(pk=pk)
+    except (model.DoesNotExist, DjangoValidationError, ValueError, TypeError):
+        raise Http404("No such product.")
+
+
+LIMIT_PARAM = OpenApiParameter("limit", int, description=f"Shelf size, 1..{50}", required=False)
+
+
+class SimilarProductsView(APIView):
+    """Products similar to one product (the same for every visitor: publicly cacheable)."""
+
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(
+        parameters=[LIMIT_PARAM, OpenApiParameter("same_category", bool, required=False)],
+        responses=s.ShelfSerializer,
+    )
+    def get(self, request: Request, product_id: str) -> Response:
+        product = _product(product_id)
+        same = request.query_params.get("same_category", "").lower() in ("1", "true", "yes")
+        items = recommend.similar_products(product, limit=_limit(request), same_category=same)
+        return Response({"results": presentation.describe(items, request)})
+
+
+class RecommendationsView(PrivateResponseMixin, APIView):
+    """Recommended for the current visitor, from their own history only (no ``?user=``)."""
+
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(parameters=[LIMIT_PARAM], responses=s.ShelfSerializer)
+    def get(self, request: Request) -> Response:
+        items = recommend.recommended_for_you(request._request, limit=_limit(request))
+        return Response({"results": presentation.describe(items, request)})
+
+
+class EventView(PrivateResponseMixin, CsrfForAllMixin, APIView):
+    """Record a view, add-to-cart or purchase of the current visitor."""
+
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(request=s.EventSerializer, responses={201: s.EventSerializer, 204: None})
+    def post(self, request: Request) -> Response:
+        self.enforce_csrf(request)
+        data = s.EventSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        product = _product(data.validated_data["product_id"])
+        row = history.record(request._request, product, kind=data.validated_data["kind"])
+        if row is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response({"product_id": row.object_id, "kind": row.kind}, status=status.HTTP_201_CREATED)
+
+
+class HistoryView(PrivateResponseMixin, CsrfForAllMixin, APIView):
+    """The current visitor's own history: export it or clear it."""
+
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(responses=s.HistorySerializer)
+    def get(self, request: Request) -> Response:
+        return Response({"results": history.export(request._request)})
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request) -> Response:
+        self.enforce_csrf(request)
+        history.clear(request._request)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SearchView(PrivateResponseMixin, CsrfForAllMixin, APIView):
+    """Search by photo: upload an image, get similar products (the photo is not stored)."""
+
+    permission_classes = [permissions.AllowAny]
+    parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = [SearchThrottle]
+
+    @extend_schema(request={"multipart/form-data": s.SearchSerializer}, responses=s.ShelfSerializer)
+    def post(self, request: Request) -> Response:
+        self.enforce_csrf(request)
+        files = request.FILES.getlist("image")
+        if len(request.FILES) > 1 or len(files) > 1:
+            raise ValidationError({"image": "Send exactly one image."})
+        data = s.SearchSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        limit = min(data.validated_data["limit"], imgrec_settings.MAX_LIMIT)
+        try:
+            items = recommend.search_by_photo(data.validated_data["image"], limit=limit)
+        except DjangoValidationError as exc:
+            raise ValidationError({"image": exc.messages, "code": getattr(exc, "code", None)})
+        except LookupError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response({"results": presentation.describe(items, request)})
+
+
+class CanReindex(permissions.BasePermission):
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.is_staff and user.has_perm("imgrec_app.reindex"))
+
+
+class StatusView(APIView):
+    """Index status for staff."""
+
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(responses=dict)
+    def get(self, request: Request) -> Response:
+        from imgrec_app.services import reindex
+
+        return Response(reindex.index_status())
+
+
+class ReindexView(APIView):
+    """Start a re-index (staff with ``imgrec_app.reindex``); a repeat returns the running one."""
+
+    permission_classes = [CanReindex]
+
+    @extend_schema(request=s.ReindexSerializer, responses={202: s.RunSerializer, 200: s.RunSerializer})
+    def post(self, request: Request) -> Response:
+        from imgrec_app.services import reindex
+
+        data = s.ReindexSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        started = reindex.start_and_queue(data.validated_data["scope"], user=request.user)
+        body = {**reindex.run_progress(started.run).as_dict(), "created": started.created}
+        return Response(body, status=status.HTTP_202_ACCEPTED if started.created else status.HTTP_200_OK)

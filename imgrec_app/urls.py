@@ -1,0 +1,12 @@
+"""HTML fragments of the shelves; mount with ``path("imgrec/", include("imgrec_app.urls"))``."""
+
+from django.urls import path
+
+from imgrec_app import views
+
+app_name = "imgrec"
+
+urlpatterns = [
+    path("fragments/similar/<str:product_id>/", views.similar_fragment, name="similar_fragment"),
+    path("fragments/for-you/", views.for_you_fragment, name="for_you_fragment"),
+]

@@ -1,0 +1,95 @@
+"""The DRF API: shelves, events, own history, privacy headers, CSRF, permissions, schema."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+
+from imgrec_app.models import Interaction, ReindexRun
+from tests.test_recommend import catalogue  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.django_db
+
+
+def test_similar_endpoint_returns_described_items(client, catalogue):  # noqa: F811
+    products, _ = catalogue
+    r = client.get(f"/api/imgrec/products/{products[0].pk}/similar/?limit=5")
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert len(results) == 5
+    first = results[0]
+    assert set(first) >= {"product_id", "score", "reason", "source", "name", "url", "image_url"}
+    assert first["url"].startswith("http://testserver/p/")
+
+
+@pytest.mark.parametrize("limit", ["0", "51", "abc"])
+def test_limit_is_bounded(client, catalogue, limit):  # noqa: F811
+    products, _ = catalogue
+    assert client.get(f"/api/imgrec/products/{products[0].pk}/similar/?limit={limit}").status_code == 400
+
+
+def test_unknown_product_is_404(client, catalogue):  # noqa: F811
+    assert client.get("/api/imgrec/products/999999/similar/").status_code == 404
+    assert client.get("/api/imgrec/products/not-a-number/similar/").status_code == 404
+
+
+def test_events_history_and_privacy(catalogue):  # noqa: F811
+    products, _ = catalogue
+    a, b = Client(), Client()
+    for p in products[:3]:
+        assert a.post("/api/imgrec/events/", {"product_id": p.pk, "kind": "view"}, content_type="application/json").status_code == 201
+    # the same view again within the dedupe window counts once
+    assert a.post("/api/imgrec/events/", {"product_id": products[0].pk}, content_type="application/json").status_code == 204
+    mine = a.get("/api/imgrec/history/")
+    assert len(mine.json()["results"]) == 3
+    assert "Cookie" in mine["Vary"] and "private" in mine["Cache-Control"]
+    assert b.get("/api/imgrec/history/").json()["results"] == []
+    # B cannot read A's history through a parameter
+    assert b.get(f"/api/imgrec/history/?user=1&visitor={Interaction.objects.first().visitor_id}").json()["results"] == []
+    rec_b = b.get("/api/imgrec/recommendations/?limit=4").json()["results"]
+    assert {r["source"] for r in rec_b} <= {"fallback:trending", "fallback:new"}
+    rec_a = a.get("/api/imgrec/recommendations/?limit=4").json()["results"]
+    assert rec_a and all(r["source"] == "for_you:interest" for r in rec_a)
+    assert b.delete("/api/imgrec/history/").status_code == 204
+    assert Interaction.objects.count() == 3
+    assert a.delete("/api/imgrec/history/").status_code == 204
+    assert Interaction.objects.count() == 0
+
+
+def test_session_writes_need_csrf(catalogue):  # noqa: F811
+    products, _ = catalogue
+    user = User.objects.create_user("shopper", password="pw")
+    c = Client(enforce_csrf_checks=True)
+    c.force_login(user)
+    r = c.post("/api/imgrec/events/", {"product_id": products[0].pk}, content_type="application/json")
+    assert r.status_code == 403
+    anon = Client(enforce_csrf_checks=True)
+    anon.get(f"/api/imgrec/history/")  # no session yet: nothing to protect
+    anon.cookies["sessionid"] = "forged"
+    assert anon.post("/api/imgrec/events/", {"product_id": products[0].pk}, content_type="application/json").status_code == 403
+    assert not Interaction.objects.exists()
+
+
+def test_reindex_needs_the_reindex_permission(client, catalogue):  # noqa: F811
+    staff = User.objects.create_user("staff", password="pw", is_staff=True)
+    client.force_login(staff)
+    assert client.post("/api/imgrec/reindex/", {"scope": "missing"}).status_code == 403
+    staff.user_permissions.add(Permission.objects.get(codename="reindex"))
+    client.force_login(User.objects.get(pk=staff.pk))
+    first = client.post("/api/imgrec/reindex/", {"scope": "all"})
+    assert first.status_code == 202
+    assert client.get("/api/imgrec/status/").status_code == 200
+
+
+def test_anonymous_cannot_see_status(client):
+    assert client.get("/api/imgrec/status/").status_code in (401, 403)
+    assert client.post("/api/imgrec/reindex/", {"scope": "all"}).status_code in (401, 403)
+
+
+def test_openapi_schema_is_served_and_lists_endpoints(client):
+    r = client.get("/api/imgrec/schema/?format=json")
+    assert r.status_code == 200
+    paths = r.json()["paths"]
+    for p in ["/products/{product_id}/similar/", "/recommendations/", "/events/", "/history/", "/search/", "/status/", "/reindex/"]:
+        assert p in paths
