@@ -374,13 +374,22 @@ def recommended_for_you(request: HttpRequest, *, limit: int = 8, attach: bool = 
     groups = interests(V, W, max_k=int(imgrec_settings.MAX_INTERESTS))
     names = _names(ids)
     total_w = sum(g[1] for g in groups)
+    shares = [max(1, math.ceil(limit * weight / total_w)) for _, weight, _ in groups]
+    # One pgvector session and one vector fetch for all interests: queries do not grow with
+    # the history, only with MAX_INTERESTS.
+    with search.hnsw_session(max(shares) + len(seen) + limit):
+        raw = [
+            search.nearest(
+                centroid, model_id=serving.model_id, dim=serving.dimensions,
+                limit=share + len(seen) + limit, restrict_to=restrict, exclude_ids=seen, session=False,
+            )
+            for (centroid, _, _), share in zip(groups, shares)
+        ]
+    cand_vecs = search.vectors_of({obj for rows in raw for obj, _ in rows}, model_id=serving.model_id)
     lists = []
-    for centroid, weight, members in groups:
-        share = max(1, math.ceil(limit * weight / total_w))
-        rows = search.nearest(centroid, model_id=serving.model_id, dim=serving.dimensions, limit=share + len(seen) + limit, restrict_to=restrict, exclude_ids=seen)
+    for (centroid, weight, members), share, rows in zip(groups, shares, raw):
         member_ids = [ids[m] for m in members]
         member_vecs = V[members]
-        cand_vecs = search.vectors_of([r[0] for r in rows], model_id=serving.model_id)
         items = []
         for obj, sim in rows:
             cv = cand_vecs.get(obj)

@@ -44,6 +44,7 @@ def nearest(
     limit: int,
     restrict_to: QuerySet | None = None,
     exclude_ids: Iterable[str] = (),
+    session: bool = True,
 ) -> list[tuple[str, float]]:
     """The ``limit`` nearest products to ``vector`` by cosine distance, nearest first.
 
@@ -55,6 +56,8 @@ def nearest(
         restrict_to: a queryset of the product model (the shop's rules, a category, ...);
             applied inside the SQL query as a subquery.
         exclude_ids: product ids (as text) to leave out.
+        session: set up :func:`hnsw_session` here; pass False when the caller runs several
+            queries inside one session it opened itself.
 
     Returns:
         ``(object_id, similarity)`` pairs, similarity = 1 - cosine distance.
@@ -68,7 +71,10 @@ def nearest(
     qs = qs.nearest(np.asarray(vector, dtype=np.float32).tolist(), dim=dim).values_list(
         "object_id", "distance"
     )[:limit]
-    with hnsw_session(limit):
+    if session:
+        with hnsw_session(limit):
+            rows = list(qs)
+    else:
         rows = list(qs)
     # relaxed_order may return rows slightly out of order: sort the (small) result.
     rows.sort(key=lambda r: r[1])

@@ -9,5 +9,6 @@ app_name = "catalog"
 urlpatterns = [
     path("", views.product_list, name="home"),
     path("c/<slug:slug>/", views.product_list, name="category"),
-    path("p/<slug:slug>/", views.product_detail, name="product"),
+    path("p/<slug:slug>/", views.ProductDetailView.as_view(), name="product"),
+    path("search/photo/", views.search_photo, name="search_photo"),
 ]

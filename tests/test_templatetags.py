@@ -1,0 +1,98 @@
+"""Template tags and the demo's product page: shelves render, fail soft, bounded queries."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.template import Context, Template
+from django.test.utils import CaptureQueriesContext
+
+from tests.test_recommend import _request, catalogue  # noqa: F401
+
+pytestmark = pytest.mark.django_db
+
+
+def _render(src: str, **ctx) -> str:
+    return Template("{% load imgrec_tags %}" + src).render(Context(ctx))
+
+
+def test_similar_tag_puts_items_in_context(catalogue):  # noqa: F811
+    products, _ = catalogue
+    out = _render("{% similar_products product limit=4 as items %}{% for i in items %}[{{ i.product.name }}|{{ i.reason }}]{% endfor %}", product=products[0], request=_request())
+    assert out.count("[") == 4 and "Looks similar" in out
+
+
+def test_shelf_costs_a_bounded_number_of_queries(catalogue):  # noqa: F811
+    products, _ = catalogue
+    counts = []
+    for limit in (4, 16):
+        with CaptureQueriesContext(connection) as q:
+            html = _render("{% imgrec_similar_shelf product limit=limit %}", product=products[0], limit=limit, request=_request())
+        assert html.count('class="imgrec-shelf__item"') == limit
+        counts.append(len(q))
+    assert counts[0] == counts[1]  # no N+1: the count does not grow with the shelf
+    assert counts[0] <= 12
+
+
+def test_for_you_shelf_queries_do_not_grow_with_history(catalogue):  # noqa: F811
+    from imgrec_app.services import history
+
+    products, _ = catalogue
+    counts = []
+    for n in (12, 45):
+        req = _request()
+        for p in products[:n]:
+            history.record(req, p)
+        with CaptureQueriesContext(connection) as q:
+            _render("{% imgrec_for_you_shelf limit=8 %}", request=req)
+        counts.append(len(q))
+    assert counts[0] == counts[1]  # bounded by MAX_INTERESTS, not by the history's length
+    assert counts[0] <= 15
+
+
+def test_tags_fail_soft_when_vector_queries_fail(catalogue, monkeypatch, caplog):  # noqa: F811
+    from imgrec_app.services import search
+
+    products, _ = catalogue
+
+    def broken(*a, **k):
+        raise RuntimeError("pgvector is down")
+
+    monkeypatch.setattr(search, "nearest", broken)
+    out = _render("{% imgrec_similar_shelf product %}|{% imgrec_for_you_shelf %}", product=products[0], request=_request())
+    assert "|" in out
+    assert "imgrec similar shelf failed" in caplog.text
+
+
+def test_product_page_shows_shelves_and_records_the_view(client, catalogue):  # noqa: F811
+    from imgrec_app.models import Interaction
+
+    products, _ = catalogue
+    r = client.get(products[0].get_absolute_url())
+    assert r.status_code == 200
+    html = r.content.decode()
+    assert "Similar products" in html and "imgrec-shelf--similar" in html
+    assert Interaction.objects.filter(object_id=str(products[0].pk)).count() == 1
+
+
+def test_product_page_renders_when_database_vector_queries_fail(client, catalogue, monkeypatch):  # noqa: F811
+    from imgrec_app.querysets import ProductVectorQuerySet
+
+    products, _ = catalogue
+
+    def broken(self, *a, **k):
+        raise RuntimeError("vector query failed")
+
+    monkeypatch.setattr(ProductVectorQuerySet, "nearest", broken)
+    r = client.get(products[0].get_absolute_url())
+    assert r.status_code == 200
+
+
+def test_lazy_fragments(client, catalogue):  # noqa: F811
+    products, _ = catalogue
+    out = _render("{% imgrec_lazy_shelf 'similar' product %}", product=products[0], request=_request())
+    assert f"/imgrec/fragments/similar/{products[0].pk}/" in out
+    frag = client.get(f"/imgrec/fragments/similar/{products[0].pk}/?limit=3")
+    assert frag.status_code == 200 and frag.content.decode().count('class="imgrec-shelf__item"') == 3
+    mine = client.get("/imgrec/fragments/for-you/")
+    assert "private" in mine["Cache-Control"] and "Cookie" in mine["Vary"]
