@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.apps import apps
@@ -52,7 +53,7 @@ def _check_product_model() -> list[CheckMessage]:
         ]
     try:
         apps.get_model(label)
-    except (LookupError, ValueError) as exc:
+    except (LookupError, ValueError, AttributeError) as exc:  # AttributeError: not a string
         return [
             Error(
                 f"{SETTING_NAME}['PRODUCT_MODEL'] = {label!r} is not an installed model ({exc}).",
@@ -69,7 +70,7 @@ def _check_backbone() -> list[CheckMessage]:
     name = imgrec_settings.BACKBONE
     try:
         get_backbone(name)
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: an unhashable value
         return [
             Error(
                 f"{SETTING_NAME}['BACKBONE'] = {name!r} is not a registered backbone.",
@@ -82,6 +83,7 @@ def _check_backbone() -> list[CheckMessage]:
         return [
             Error(
                 f"{SETTING_NAME}['BACKBONE_OPTIONS'] must be a dict.",
+                hint="e.g. {'weights_path': '/models/r50.pth', 'weights_version': 'v2'}.",
                 id="imgrec_app.E003",
             )
         ]
@@ -113,28 +115,69 @@ def _check_callables() -> list[CheckMessage]:
             errors.append(
                 Error(str(exc), hint="Give a dotted path to a callable.", id="imgrec_app.E005")
             )
+    errors += _check_category()
+    return errors
+
+
+def _check_category() -> list[CheckMessage]:
     category = imgrec_settings.PRODUCT_CATEGORY
-    if category and "." in category:
+    if category is None or category == "":
+        return []
+    hint = "Use a field name of the product model or a dotted path to a callable."
+    if not isinstance(category, str):
+        return [
+            Error(
+                f"{SETTING_NAME}['PRODUCT_CATEGORY'] must be a string, not {category!r}.",
+                hint=hint,
+                id="imgrec_app.E005",
+            )
+        ]
+    if "." in category:
         from django.utils.module_loading import import_string
 
         try:
             import_string(category)
         except ImportError as exc:
-            errors.append(
+            return [
                 Error(
                     f"{SETTING_NAME}['PRODUCT_CATEGORY'] = {category!r} cannot be imported: {exc}",
-                    hint="Use a field name of the product model or a dotted path to a callable.",
+                    hint=hint,
                     id="imgrec_app.E005",
                 )
-            )
-    return errors
+            ]
+        return []
+    # A plain name is read with getattr(product, name, None): a typo would silently mean "no
+    # categories", so it must name a field or a class attribute (property) of the product model.
+    try:
+        model = apps.get_model(imgrec_settings.PRODUCT_MODEL)
+    except (LookupError, ValueError, AttributeError, TypeError):
+        return []  # E002 reports it
+    try:
+        model._meta.get_field(category)
+    except Exception:
+        if not hasattr(model, category):
+            return [
+                Error(
+                    f"{SETTING_NAME}['PRODUCT_CATEGORY'] = {category!r} is neither a field nor "
+                    f"an attribute of {model._meta.label}.",
+                    hint=hint,
+                    id="imgrec_app.E005",
+                )
+            ]
+    return []
 
 
 def _check_sources() -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     sources = imgrec_settings.IMAGE_SOURCES
     if not isinstance(sources, (list, tuple)):
-        return [Error(f"{SETTING_NAME}['IMAGE_SOURCES'] must be a list.", id="imgrec_app.E006")]
+        return [
+            Error(
+                f"{SETTING_NAME}['IMAGE_SOURCES'] must be a list.",
+                hint="A list of {'model': 'app.Model', 'field': 'image_field', 'product': ...}.",
+                id="imgrec_app.E006",
+            )
+        ]
     for entry in sources:
         if not isinstance(entry, dict) or "model" not in entry or "field" not in entry:
             errors.append(
@@ -163,6 +206,34 @@ def _check_sources() -> list[CheckMessage]:
     return errors
 
 
+# (key, smallest allowed value, None allowed)
+_INTEGER_SETTINGS = (
+    ("BATCH_SIZE", 1, False),
+    ("TASK_BATCH_SIZE", 1, False),
+    ("MAX_ATTEMPTS", 1, False),
+    ("STUCK_AFTER", 1, False),
+    ("MAX_UPLOAD_SIZE", 1, False),
+    ("MAX_IMAGE_PIXELS", 1, False),
+    ("DECODE_WORKERS", 1, False),
+    ("TOP_LABELS", 0, False),
+    ("TASK_MAX_RETRIES", 0, False),
+    ("TORCH_THREADS", 1, True),
+    ("COVIEW_MIN_VISITORS", 1, False),
+    ("CANDIDATE_FACTOR", 1, False),
+    ("CATEGORY_CAP", 1, False),
+    ("MAX_LIMIT", 1, False),
+    ("HNSW_EF_SEARCH", 1, False),
+    ("HNSW_MAX_SCAN_TUPLES", 1, False),
+    ("HISTORY_LENGTH", 1, False),
+    ("MAX_INTERESTS", 1, False),
+    ("DEDUPE_SECONDS", 0, False),
+    ("HISTORY_RETENTION_DAYS", 1, False),
+    ("TRENDING_DAYS", 1, False),
+)
+# torch.device strings imgrec supports, checked without importing torch.
+_DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
 def _check_values() -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     queues = imgrec_settings.QUEUES
@@ -170,20 +241,35 @@ def _check_values() -> list[CheckMessage]:
         errors.append(
             Error(
                 f"{SETTING_NAME}['QUEUES'] must map 'embed' and 'light' to queue names.",
+                hint="e.g. {'embed': 'imgrec.embed', 'light': 'imgrec.light'}.",
                 id="imgrec_app.E007",
             )
         )
-    for key in ("BATCH_SIZE", "TASK_BATCH_SIZE", "MAX_ATTEMPTS", "STUCK_AFTER",
-                "MAX_UPLOAD_SIZE", "MAX_IMAGE_PIXELS", "DECODE_WORKERS"):
+    for key, minimum, optional in _INTEGER_SETTINGS:
         value = getattr(imgrec_settings, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if optional and value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            kind = "a positive integer" if minimum else "an integer >= 0"
             errors.append(
                 Error(
-                    f"{SETTING_NAME}[{key!r}] must be a positive integer, not {value!r}.",
+                    f"{SETTING_NAME}[{key!r}] must be {kind}"
+                    f"{' or None' if optional else ''}, not {value!r}.",
+                    hint=f"Default: {DEFAULTS[key]!r}.",
                     id="imgrec_app.E008",
                 )
             )
-    unknown = [f for f in imgrec_settings.ALLOWED_FORMATS if f.upper() not in FORMAT_EXTENSIONS]
+    formats = imgrec_settings.ALLOWED_FORMATS
+    if isinstance(formats, str) or not isinstance(formats, (list, tuple)):
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['ALLOWED_FORMATS'] must be a list, not {formats!r}.",
+                hint=f"e.g. {DEFAULTS['ALLOWED_FORMATS']!r}.",
+                id="imgrec_app.E009",
+            )
+        )
+        formats = []
+    unknown = [f for f in formats if not isinstance(f, str) or f.upper() not in FORMAT_EXTENSIONS]
     if unknown:
         errors.append(
             Error(
@@ -194,11 +280,30 @@ def _check_values() -> list[CheckMessage]:
         )
     if imgrec_settings.MODEL_SWITCH not in ("auto", "manual"):
         errors.append(
-            Error(f"{SETTING_NAME}['MODEL_SWITCH'] must be 'auto' or 'manual'.", id="imgrec_app.E010")
+            Error(
+                f"{SETTING_NAME}['MODEL_SWITCH'] must be 'auto' or 'manual'.",
+                hint="'auto' serves a new backbone once its backfill completes; 'manual' waits "
+                "for `manage.py imgrec_switch_model`.",
+                id="imgrec_app.E010",
+            )
         )
     if imgrec_settings.CUDA_AMP not in (None, "fp16", "bf16"):
         errors.append(
-            Error(f"{SETTING_NAME}['CUDA_AMP'] must be None, 'fp16' or 'bf16'.", id="imgrec_app.E011")
+            Error(
+                f"{SETTING_NAME}['CUDA_AMP'] must be None, 'fp16' or 'bf16'.",
+                hint="None runs the model in fp32 on CUDA.",
+                id="imgrec_app.E011",
+            )
+        )
+    device = imgrec_settings.DEVICE
+    if not isinstance(device, str) or not _DEVICE_RE.fullmatch(device):
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['DEVICE'] = {device!r} is not a device imgrec can use.",
+                hint="Use 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N' or 'mps' "
+                "(the shop demo reads it from IMGREC_DEVICE).",
+                id="imgrec_app.E012",
+            )
         )
     return errors
 
