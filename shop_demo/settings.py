@@ -98,6 +98,7 @@ IMGREC = {
     "RECOMMENDABLE_PRODUCTS": "shop_demo.catalog.rules.recommendable_products",
     "PRODUCT_CATEGORY": "category",
     "IMAGE_SOURCES": [{"model": "catalog.Product", "field": "photo", "product": "self"}],
+    "TEXT_MODEL": "all-MiniLM-L6-v2",
     "DEVICE": os.environ.get("IMGREC_DEVICE", "auto"),
 }
 

@@ -99,8 +99,8 @@ def refresh_product_vectors(products: Iterable[tuple[int, str]], model_id: str) 
                 GROUP BY i.content_type_id, i.object_id
             ), upserted AS (
                 INSERT INTO {pv} (content_type_id, object_id, modality, model_id, vector,
-                                  source_count, labels, updated_at)
-                SELECT content_type_id, object_id, 'image', %s, vector, n, '[]'::jsonb, now()
+                                  source_count, source_hash, labels, updated_at)
+                SELECT content_type_id, object_id, 'image', %s, vector, n, '', '[]'::jsonb, now()
                 FROM agg
                 ON CONFLICT (content_type_id, object_id, model_id) DO UPDATE
                     SET vector = EXCLUDED.vector, source_count = EXCLUDED.source_count,

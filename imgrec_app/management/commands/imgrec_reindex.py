@@ -33,9 +33,15 @@ class Command(BaseCommand):
             help="After queueing, follow the workers' progress until the run is finished.",
         )
         parser.add_argument("--chunk-size", type=int, default=None, help="Images per task / per batch (default: IMGREC['TASK_BATCH_SIZE']).")
+        parser.add_argument(
+            "--text", action="store_true",
+            help="Embed product texts that have no (or an outdated) text vector instead of images.",
+        )
         parser.add_argument("--timeout", type=float, default=3600.0, help="With --wait: give up after this many seconds (default: 3600).")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["text"]:
+            return self._text(options)
         scope = options["scope"]
         quiet = options["verbosity"] == 0
         started = reindex.start_run(scope, product_ids=options["products"])
@@ -56,6 +62,23 @@ class Command(BaseCommand):
         if options["wait"]:
             self._follow(run, options["timeout"], quiet)
         self._summary(run)
+
+    def _text(self, options: dict[str, Any]) -> None:
+        from imgrec_app.services import text
+
+        if text.text_model() is None:
+            raise CommandError("IMGREC['TEXT_MODEL'] is not set: text vectors are off.")
+        ids = text.missing_text_ids()
+        size = options["chunk_size"] or 256
+        if options["sync"]:
+            with tqdm(total=len(ids), unit="product", disable=options["verbosity"] == 0) as bar:
+                for start in range(0, len(ids), size):
+                    text.embed_products(ids[start : start + size])
+                    bar.update(len(ids[start : start + size]))
+        else:
+            for start in range(0, len(ids), size):
+                text.publish_text(ids[start : start + size])
+        self.stdout.write(self.style.SUCCESS(f"Text vectors: {len(ids)} product(s) {'embedded' if options['sync'] else 'queued'}."))
 
     def _follow(self, run: Any, timeout: float, quiet: bool) -> None:
         deadline = time.monotonic() + timeout
