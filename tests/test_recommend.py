@@ -31,7 +31,7 @@ def catalogue(make_product, settings):
     for i in range(60):
         cat = ["shoes", "fruit", "toys"][i % 3]
         p = make_product(f"{cat} {i}", category=cat)
-        v = _unit(centers[i % 3] + 0.35 * rng.normal(size=DIM))
+        v = _unit(centers[i % 3] + 0.15 * rng.normal(size=DIM))
         products.append(p)
         vectors.append(v)
     ct = ContentType.objects.get_for_model(products[0])
