@@ -1,24 +1,29 @@
 """Image fields that validate with imgrec's rules instead of Django's open-anything check.
 
 Django's ``forms.ImageField`` hands every upload to Pillow with all its plugins enabled (EPS, PSD,
-...).  ``ProductImageFormField`` validates from the header with an allow-list of formats first,
-so no decoder of a refused format ever runs.
+...), and so does ``models.ImageField`` when it reads ``width``/``height`` for its dimension
+fields.  ``ProductImageFormField`` validates from the header with an allow-list of formats first,
+and ``ProductImageField`` reads dimensions the same way, so no decoder of a refused format runs.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Any, ClassVar
 
 from django import forms
 from django.db import models
+from django.db.models.fields.files import ImageFieldFile
 
+from imgrec_app.conf import imgrec_settings
+from imgrec_app.ml.preprocess import ImageError, inspect_image
 from imgrec_app.validators import validate_product_image
 
 
 class ProductImageFormField(forms.FileField):
     """A file field that accepts only images passing :func:`validate_product_image`."""
 
-    default_error_messages = {"invalid_image": "Upload a valid image."}
+    default_error_messages: ClassVar[dict[str, str]] = {"invalid_image": "Upload a valid image."}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("widget", forms.ClearableFileInput(attrs={"accept": "image/*"}))
@@ -34,8 +39,38 @@ class ProductImageFormField(forms.FileField):
         return f
 
 
+class ProductImageFieldFile(ImageFieldFile):
+    """``ImageFieldFile`` whose ``width``/``height`` come from imgrec's allow-listed header read."""
+
+    def _get_image_dimensions(self) -> tuple[int | None, int | None]:
+        if not hasattr(self, "_dimensions_cache"):
+            close = self.closed
+            self.open()
+            position = self.tell()
+            try:
+                # Dimensions only: the pixel budget is the validator's business, not this one's.
+                info = inspect_image(
+                    self.file,
+                    allowed_formats=imgrec_settings.ALLOWED_FORMATS,
+                    max_pixels=sys.maxsize,
+                )
+                dimensions: tuple[int | None, int | None] = (info.width, info.height)
+            except ImageError:
+                # Like Django's get_image_dimensions: not a readable image → no dimensions.
+                dimensions = (None, None)
+            finally:
+                if close:
+                    self.close()
+                else:
+                    self.seek(position)
+            self._dimensions_cache = dimensions
+        return self._dimensions_cache
+
+
 class ProductImageField(models.ImageField):
     """``ImageField`` whose form field is :class:`ProductImageFormField`."""
+
+    attr_class = ProductImageFieldFile
 
     def formfield(self, **kwargs: Any) -> Any:
         return super().formfield(**{"form_class": ProductImageFormField, **kwargs})
