@@ -1,0 +1,276 @@
+"""The indexing pipeline: tracking, on-commit queueing, claims, stale writes, failures, switches."""
+
+from __future__ import annotations
+
+import io
+from unittest import mock
+
+import numpy as np
+import pytest
+from django.core.files.base import ContentFile
+from django.core.management import call_command
+
+from imgrec_app.models import ImageEmbedding, IndexedImage, ProductImage, ProductVector, ServingModel
+from imgrec_app.services import indexing
+from imgrec_app.services.models import configured_model
+from tests.conftest import make_image_bytes, upload, wait_for
+
+Status = IndexedImage.Status
+
+
+# --- unit level: real database, no worker -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_task_is_queued_only_after_commit(make_product, add_image, django_capture_on_commit_callbacks):
+    product = make_product()
+    with mock.patch.object(indexing, "publish") as publish:
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            image = add_image(product)
+        publish.assert_not_called()
+        for cb in callbacks:
+            cb()
+    tracked = IndexedImage.objects.get(source_id=str(image.pk), source="imgrec_app.productimage.image")
+    publish.assert_called_once_with([tracked.pk], chunk_size=None)
+    assert tracked.status == Status.PENDING
+
+
+@pytest.mark.django_db
+def test_rolled_back_save_queues_nothing(make_product, add_image):
+    from django.db import transaction
+
+    product = make_product()
+    with mock.patch.object(indexing, "publish") as publish:
+        with pytest.raises(RuntimeError):
+            with transaction.atomic():
+                add_image(product)
+                raise RuntimeError("rollback")
+    publish.assert_not_called()
+    assert not IndexedImage.objects.filter(source="imgrec_app.productimage.image").exists()
+
+
+@pytest.mark.django_db
+def test_raw_fixture_loads_are_skipped(make_product):
+    from django.db.models.signals import post_save
+
+    from shop_demo.catalog.models import Product
+
+    product = make_product()
+    before = IndexedImage.objects.count()
+    post_save.send(Product, instance=product, raw=True, created=True)
+    assert IndexedImage.objects.count() == before
+
+
+@pytest.mark.django_db
+def test_unchanged_file_is_not_requeued(make_product, add_image, django_capture_on_commit_callbacks):
+    product = make_product()
+    image = add_image(product)
+    with mock.patch.object(indexing, "publish") as publish:
+        with django_capture_on_commit_callbacks(execute=True):
+            image.alt_text = "new alt text"
+            image.save()
+        publish.assert_not_called()
+        with django_capture_on_commit_callbacks(execute=True):
+            image.image = upload("other.jpg", make_image_bytes(color=(10, 10, 200)))
+            image.save()
+        assert publish.call_count == 1
+    assert IndexedImage.objects.get(source_id=str(image.pk)).revision == 2
+
+
+@pytest.mark.django_db
+def test_claim_is_exclusive(make_product, add_image):
+    product = make_product()
+    a, b = add_image(product), add_image(product, name="b.jpg")
+    ids = list(IndexedImage.objects.filter(object_id=str(product.pk)).values_list("pk", flat=True))
+    first = indexing.claim(ids, model_id="m")
+    second = indexing.claim(ids, model_id="m")
+    assert len(first) == 2 and second == []
+    assert all(i.status == Status.PROCESSING and i.attempts == 1 for i in first)
+
+
+@pytest.mark.django_db
+def test_stale_result_is_discarded(make_product, add_image):
+    """An image replaced while its old task runs: the old task's write is dropped."""
+    product = make_product()
+    image = add_image(product)
+    tracked = IndexedImage.objects.get(source_id=str(image.pk), source="imgrec_app.productimage.image")
+    claimed = indexing.claim([tracked.pk], model_id=configured_model().model_id)[0]
+    image.image = upload("new.jpg", make_image_bytes(color=(0, 200, 0)))
+    image.save()  # revision bumps, status back to pending
+    vec = np.ones(1280, dtype=np.float32) / np.sqrt(1280)
+    assert indexing._finish_ready(claimed, vec, [], "hash", configured_model().model_id) is False
+    assert not ImageEmbedding.objects.filter(image=tracked).exists()
+
+
+def test_bad_vectors_are_never_usable():
+    ok = np.ones(4, dtype=np.float32) / 2
+    assert indexing.is_usable_vector(ok, 4)
+    assert not indexing.is_usable_vector(np.zeros(4, dtype=np.float32), 4)
+    assert not indexing.is_usable_vector(np.array([np.nan, 0, 0, 1], dtype=np.float32), 4)
+    assert not indexing.is_usable_vector(np.array([np.inf, 0, 0, 1], dtype=np.float32), 4)
+    assert not indexing.is_usable_vector(ok, 8)
+
+
+@pytest.mark.django_db
+def test_sync_reindex_embeds_in_process(make_product, add_image):
+    product = make_product()
+    add_image(product, make_image_bytes("PNG", shape="box"), name="p.png")
+    out = io.StringIO()
+    call_command("imgrec_reindex", "--missing", "--sync", stdout=out, verbosity=0)
+    assert "1 ready, 0 failed" in out.getvalue()
+    tracked = IndexedImage.objects.get(object_id=str(product.pk))
+    assert tracked.status == Status.READY
+    status = io.StringIO()
+    call_command("imgrec_status", stdout=status)
+    assert "ready       1" in status.getvalue()
+
+
+@pytest.mark.django_db
+def test_existing_images_are_discovered_without_reupload(make_product):
+    """Images that existed before imgrec (signals off) are found by --missing."""
+    from django.db.models.signals import post_save
+
+    from imgrec_app.signal_handlers import image_saved
+    from shop_demo.catalog.models import Product
+
+    post_save.disconnect(image_saved, sender=Product, dispatch_uid="imgrec_app.image_source.catalog.product.save")
+    try:
+        product = make_product(photo=upload("old.png", make_image_bytes("PNG")))
+    finally:
+        post_save.connect(image_saved, sender=Product, dispatch_uid="imgrec_app.image_source.catalog.product.save")
+    assert not IndexedImage.objects.filter(object_id=str(product.pk)).exists()
+    call_command("imgrec_reindex", "--missing", "--sync", stdout=io.StringIO(), verbosity=0)
+    tracked = IndexedImage.objects.get(object_id=str(product.pk))
+    assert tracked.status == Status.READY and tracked.file_name == product.photo.name
+
+
+@pytest.mark.django_db
+def test_deleting_an_image_updates_the_product_vector(make_product, add_image, django_capture_on_commit_callbacks):
+    product = make_product()
+    a = add_image(product, make_image_bytes(color=(200, 0, 0)))
+    b = add_image(product, make_image_bytes(color=(0, 0, 200), shape="box"), name="b.jpg")
+    call_command("imgrec_reindex", "--missing", "--sync", stdout=io.StringIO(), verbosity=0)
+    pv = ProductVector.objects.get(object_id=str(product.pk))
+    assert pv.source_count == 2
+    with django_capture_on_commit_callbacks(execute=True):
+        b.delete()
+    pv.refresh_from_db()
+    assert pv.source_count == 1
+    only_a = ImageEmbedding.objects.get(image__source_id=str(a.pk)).vector
+    assert np.allclose(np.asarray(pv.vector), np.asarray(only_a), atol=1e-5)
+    with django_capture_on_commit_callbacks(execute=True):
+        a.delete()
+    assert not ProductVector.objects.filter(object_id=str(product.pk)).exists()
+
+
+@pytest.mark.django_db
+def test_deleting_a_product_forgets_it(make_product, add_image):
+    product = make_product()
+    add_image(product)
+    call_command("imgrec_reindex", "--missing", "--sync", stdout=io.StringIO(), verbosity=0)
+    key = str(product.pk)
+    product.delete()
+    assert not ProductImage.objects.filter(object_id=key).exists()
+    assert not IndexedImage.objects.filter(object_id=key).exists()
+    assert not ProductVector.objects.filter(object_id=key).exists()
+
+
+# --- with a real worker --------------------------------------------------------------------------------
+
+
+def _settled(ids):
+    return not IndexedImage.objects.filter(pk__in=ids, status__in=[Status.PENDING, Status.PROCESSING]).exists()
+
+
+def _photo_product(make_product, name, data, filename):
+    return make_product(name, photo=ContentFile(data, name=filename))
+
+
+@pytest.mark.worker
+def test_bad_files_fail_once_with_a_reason(celery_worker, make_product):
+    good = make_image_bytes("JPEG", (800, 600))
+    products = {
+        "truncated": _photo_product(make_product, "Truncated", good[: len(good) // 2], "t.jpg"),
+        "corrupt": _photo_product(make_product, "Corrupt", b"\x89PNG\r\n\x1a\n" + b"\x00" * 200, "c.png"),
+        "not_an_image": _photo_product(make_product, "Text", b"hello, I am not an image" * 20, "n.jpg"),
+        "ok": _photo_product(make_product, "Fine", good, "ok.jpg"),
+    }
+    ids = {k: IndexedImage.objects.get(source="catalog.product.photo", source_id=str(p.pk)).pk for k, p in products.items()}
+    wait_for(lambda: _settled(ids.values()))
+    rows = {k: IndexedImage.objects.get(pk=pk) for k, pk in ids.items()}
+    assert rows["ok"].status == Status.READY
+    assert rows["truncated"].failure_reason == "truncated"
+    assert rows["corrupt"].failure_reason in ("corrupt", "truncated")
+    assert rows["not_an_image"].failure_reason == "not_an_image"
+    for k in ("truncated", "corrupt", "not_an_image"):
+        assert rows[k].status == Status.FAILED and rows[k].attempts == 1 and rows[k].failure_detail
+        assert not ImageEmbedding.objects.filter(image_id=rows[k].pk).exists()
+
+
+@pytest.mark.worker
+def test_backbone_switch_backfills_while_old_vectors_serve(celery_worker, make_product, settings, tmp_path):
+    import torch
+    import torchvision
+
+    from imgrec_app.ml.encoder import clear_encoders
+    from imgrec_app.services.recommend import similar_products
+
+    colors = [(220, 30, 30), (200, 40, 40), (30, 30, 220), (40, 40, 200)]
+    products = [
+        _photo_product(make_product, f"P{i}", make_image_bytes("PNG", color=c, shape="box" if i > 1 else "circle"), f"p{i}.png")
+        for i, c in enumerate(colors)
+    ]
+    ids = list(IndexedImage.objects.filter(object_id__in=[str(p.pk) for p in products]).values_list("pk", flat=True))
+    wait_for(lambda: _settled(ids))
+    old = configured_model()
+    assert ServingModel.objects.get(modality="image").model_id == old.model_id
+
+    weights = tmp_path / "resnet18-random.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    # Random weights make every image look alike: switch near-duplicate collapsing off.
+    settings.IMGREC = {
+        **settings.IMGREC,
+        "BACKBONE": "resnet18",
+        "BACKBONE_OPTIONS": {"weights_path": str(weights)},
+        "NEAR_DUPLICATE_SIMILARITY": 1.01,
+    }
+    clear_encoders()
+    new = configured_model()
+    assert new.model_id != old.model_id and new.dim == 512
+
+    # Before the backfill, the old vectors keep answering.
+    assert len(similar_products(products[0], limit=3)) == 3
+    assert ServingModel.objects.get(modality="image").model_id == old.model_id
+
+    call_command("imgrec_reindex", "--stale", "--wait", "--timeout", "120", stdout=io.StringIO(), verbosity=0)
+    wait_for(lambda: ServingModel.objects.get(modality="image").model_id == new.model_id)
+    assert ImageEmbedding.objects.filter(model_id=new.model_id).count() == 4
+    assert ImageEmbedding.objects.filter(model_id=old.model_id).count() == 4
+    items = similar_products(products[0], limit=3)
+    assert len(items) == 3 and all(i.source.startswith("similar:") for i in items)
+
+    # Rolling back is a setting change: the old vectors are complete, so they serve again.
+    settings.IMGREC = {**settings.IMGREC, "BACKBONE": "efficientnet_lite0", "BACKBONE_OPTIONS": {}}
+    call_command("imgrec_sweep", stdout=io.StringIO())
+    assert ServingModel.objects.get(modality="image").model_id == old.model_id
+    call_command("imgrec_prune_vectors", stdout=io.StringIO())
+    assert not ImageEmbedding.objects.filter(model_id=new.model_id).exists()
+    clear_encoders()
+
+
+@pytest.mark.worker
+def test_missing_weights_leave_images_pending(celery_worker, make_product, settings, tmp_path):
+    from imgrec_app.ml.encoder import clear_encoders
+
+    settings.IMGREC = {**settings.IMGREC, "BACKBONE": "resnet18", "BACKBONE_OPTIONS": {"weights_path": str(tmp_path / "absent.pth")}}
+    clear_encoders()
+    product = _photo_product(make_product, "Waiting", make_image_bytes("PNG"), "w.png")
+    tracked = IndexedImage.objects.get(source="catalog.product.photo", source_id=str(product.pk))
+    summary = None
+    with pytest.raises(Exception) as exc:
+        summary = indexing.process_images([tracked.pk])
+    assert "absent.pth" in str(exc.value) and summary is None
+    tracked.refresh_from_db()
+    assert tracked.status == Status.PENDING and tracked.attempts == 0
+    clear_encoders()
