@@ -61,10 +61,21 @@ def _session_worker(celery_app_real: Any, django_db_blocker: Any) -> Iterator[An
 
 
 @pytest.fixture
-def celery_worker(_session_worker: Any, celery_app_real: Any, transactional_db: Any) -> Any:
+def celery_worker(_session_worker: Any, celery_app_real: Any, transactional_db: Any) -> Iterator[Any]:
     """A real in-process Celery worker consuming imgrec's queues on the real Redis."""
+    from celery.worker import state
+    from django.contrib.contenttypes.models import ContentType
+
+    # Each transactional test recreates content types: forget ids cached by an earlier test.
+    ContentType.objects.clear_cache()
     _purge(celery_app_real)
-    return _session_worker
+    yield _session_worker
+    # Let the task in flight finish so it cannot leak into the next test's database.
+    _purge(celery_app_real)
+    deadline = time.monotonic() + 60
+    while state.active_requests and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ContentType.objects.clear_cache()
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 120, interval: float = 0.2) -> Any:

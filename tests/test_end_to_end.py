@@ -49,3 +49,66 @@ def test_host_image_field_is_indexed_too(celery_worker, make_product):
     tracked.refresh_from_db()
     assert tracked.status == "ready", tracked.failure_detail
     assert ProductVector.objects.filter(object_id=str(product.pk)).count() == 1
+
+
+KINDS = ["fruit", "musical-instruments", "vehicles", "computer-hardware"]
+KNOWN_LABELS = {
+    "b-flat-trumpet": {"cornet", "trombone", "French horn"},
+    "blue-jet-airliner": {"airliner", "warplane", "wing"},
+    "beige-arcade-joystick": {"joystick"},
+    "banana-bunch": {"banana"},
+}
+
+
+def test_real_catalogue_images_end_to_end(celery_worker, tmp_path):
+    """~20 real images of 4 kinds through the seed command and a real worker: all ready, kinds
+    cluster, generic labels make sense, the shop-category classifier learns the kinds."""
+    import io
+    import shutil
+
+    from django.core.management import call_command
+
+    from imgrec_app.services import classifier
+    from shop_demo.catalog.models import Product
+    from tests.conftest import CATALOGUE_DIR
+
+    for kind in KINDS:
+        (tmp_path / kind).mkdir()
+        files = sorted((CATALOGUE_DIR / "images" / kind).glob("*.png"))[:5]
+        wanted = [f for f in (CATALOGUE_DIR / "images" / kind).glob("*.png") if f.stem in KNOWN_LABELS]
+        for f in {*files, *wanted}:
+            shutil.copy(f, tmp_path / kind / f.name)
+    call_command("seed_demo", images=tmp_path, stdout=io.StringIO(), verbosity=0)
+    products = list(Product.objects.select_related("category"))
+    assert len(products) >= 20
+    ids = list(IndexedImage.objects.values_list("pk", flat=True))
+    wait_for(lambda: not IndexedImage.objects.filter(status__in=["pending", "processing"]).exists(), timeout=300)
+    assert IndexedImage.objects.filter(status="ready").count() == len(ids) == len(products)
+
+    ref = configured_model()
+    vectors = {
+        pv.object_id: np.asarray(pv.vector)
+        for pv in ProductVector.objects.filter(model_id=ref.model_id)
+    }
+    assert len(vectors) == len(products)
+    assert all(v.shape == (1280,) for v in vectors.values())
+    kind_of = {str(p.pk): p.category.slug for p in products}
+    closer = 0
+    for pid, v in vectors.items():
+        same = [v @ w for q, w in vectors.items() if q != pid and kind_of[q] == kind_of[pid]]
+        other = [v @ w for q, w in vectors.items() if kind_of[q] != kind_of[pid]]
+        closer += np.mean(same) > np.mean(other)
+    assert closer / len(vectors) >= 0.9, f"only {closer}/{len(vectors)} closer to their own kind"
+
+    by_slug = {stem: p for p in products for stem in KNOWN_LABELS if p.slug.endswith(stem)}
+    for stem, expected in KNOWN_LABELS.items():
+        product = by_slug[stem]
+        emb = ImageEmbedding.objects.get(image__object_id=str(product.pk), model_id=ref.model_id)
+        top3 = {item["label"] for item in emb.labels[:3]}
+        assert top3 & expected, f"{stem}: {emb.labels[:3]}"
+
+    report = classifier.train(folds=5)
+    assert report.categories == 4 and report.samples == len(products)
+    assert report.cv_accuracy > report.baseline_accuracy + 0.3
+    predicted = classifier.predict(by_slug["b-flat-trumpet"])
+    assert predicted is not None and predicted[0] == str(by_slug["b-flat-trumpet"].category_id)
