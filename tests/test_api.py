@@ -93,3 +93,24 @@ def test_openapi_schema_is_served_and_lists_endpoints(client):
     paths = r.json()["paths"]
     for p in ["/products/{product_id}/similar/", "/recommendations/", "/events/", "/history/", "/search/", "/status/", "/reindex/"]:
         assert p in paths
+
+
+def test_staff_can_upload_a_product_image_and_bad_files_leave_nothing(client, make_product):
+    from django.contrib.auth.models import Permission, User
+
+    from imgrec_app.models import IndexedImage, ProductImage
+    from tests.conftest import make_image_bytes, upload
+
+    product = make_product()
+    url = f"/api/imgrec/products/{product.pk}/images/"
+    assert client.post(url, {"image": upload("a.jpg", make_image_bytes())}).status_code in (401, 403)
+    staff = User.objects.create_user("uploader", password="pw", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="add_productimage"))
+    client.force_login(staff)
+    ok = client.post(url, {"image": upload("a.jpg", make_image_bytes()), "alt_text": "front"})
+    assert ok.status_code == 201, ok.content
+    assert ok.json()["width"] == 320 and len(ok.json()["file_hash"]) == 64
+    assert IndexedImage.objects.filter(source_id=str(ok.json()["id"]), status="pending").exists()
+    bad = client.post(url, {"image": upload("b.png", b"not an image at all")})
+    assert bad.status_code == 400 and "image" in bad.json()
+    assert ProductImage.objects.count() == 1 and IndexedImage.objects.filter(source="imgrec_app.productimage.image").count() == 1

@@ -60,3 +60,14 @@ class RunSerializer(serializers.Serializer):
     eta = serializers.FloatField(allow_null=True)
     finished = serializers.BooleanField()
     created = serializers.BooleanField(required=False)
+
+
+class ProductImageSerializer(serializers.ModelSerializer):
+    """Upload of a product photo (validated from its header with imgrec's rules)."""
+
+    class Meta:
+        from imgrec_app.models import ProductImage
+
+        model = ProductImage
+        fields = ["id", "image", "alt_text", "position", "is_primary", "width", "height", "file_hash", "created_at"]
+        read_only_fields = ["id", "width", "height", "file_hash", "created_at"]

@@ -8,6 +8,7 @@ from imgrec_app.api import views
 app_name = "imgrec_api"
 
 urlpatterns = [
+    path("products/<str:product_id>/images/", views.ProductImagesView.as_view(), name="product_images"),
     path("products/<str:product_id>/similar/", views.SimilarProductsView.as_view(), name="similar"),
     path("recommendations/", views.RecommendationsView.as_view(), name="recommendations"),
     path("events/", views.EventView.as_view(), name="events"),

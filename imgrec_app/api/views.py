@@ -200,3 +200,33 @@ class ReindexView(APIView):
         started = reindex.start_and_queue(data.validated_data["scope"], user=request.user)
         body = {**reindex.run_progress(started.run).as_dict(), "created": started.created}
         return Response(body, status=status.HTTP_202_ACCEPTED if started.created else status.HTTP_200_OK)
+
+
+class ProductImagesView(APIView):
+    """Upload a photo of a product (staff with ``imgrec_app.add_productimage``); it is indexed
+    after commit.  Bad files are refused with the same errors as in the admin."""
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_permissions(self) -> list[Any]:
+        return [permissions.IsAdminUser(), permissions.DjangoModelPermissions()]
+
+    @property
+    def queryset(self) -> Any:  # DjangoModelPermissions reads the model from here
+        from imgrec_app.models import ProductImage
+
+        return ProductImage.objects.none()
+
+    @extend_schema(request={"multipart/form-data": s.ProductImageSerializer}, responses={201: s.ProductImageSerializer})
+    def post(self, request: Request, product_id: str) -> Response:
+        from django.contrib.contenttypes.models import ContentType
+        from django.db import transaction
+
+        product = _product(product_id)
+        if len(request.FILES) > 1 or len(request.FILES.getlist("image")) > 1:
+            raise ValidationError({"image": "Send exactly one image per request."})
+        data = s.ProductImageSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        with transaction.atomic():
+            image = data.save(content_type=ContentType.objects.get_for_model(product), object_id=str(product.pk))
+        return Response(s.ProductImageSerializer(image).data, status=status.HTTP_201_CREATED)
