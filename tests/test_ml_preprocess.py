@@ -364,6 +364,14 @@ def test_animated_webp_whose_frames_times_pixels_exceed_the_budget_is_refused() 
     assert error_code(lambda: load(data, max_pixels=2 * 64 * 64)) == "too_many_pixels"
 
 
+def test_gif_cut_inside_a_later_frame_is_an_error_not_a_crash() -> None:
+    # Found by fuzzing: Pillow's n_frames raised IndexError on a GIF cut after the second
+    # frame's image descriptor (13-byte screen, 15-byte first frame, 10-byte descriptor).
+    cut = gif_canvas(8, 8, 2)[: 13 + 15 + 10]
+    assert error_code(lambda: inspect(cut)) == "corrupt"
+    assert error_code(lambda: load(cut)) == "corrupt"
+
+
 def test_small_animated_gif_is_accepted_and_decodes_frame_zero() -> None:
     first, *rest = _frames([(200, 0, 0), (0, 200, 0), (0, 0, 200)], (32, 24))
     data = encode(first, "GIF", save_all=True, append_images=rest, duration=100, loop=0)
