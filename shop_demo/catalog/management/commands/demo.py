@@ -43,6 +43,8 @@ class Command(BaseCommand):
             url = f"http://{options['addr']}/"
             self.stdout.write(self.style.SUCCESS(f"\nThe demo shop runs at {url}"))
             self.stdout.write(f"  Admin:        {url}admin/  (user admin, password {password}; demo only)")
+            self.stdout.write(f"  Shoppers:     alice (clothing) and bob (fruit, desserts), password demo: {url}accounts/login/")
+            self.stdout.write(f"  Search:       {url}search/photo/")
             self.stdout.write(f"  Index status: {url}admin/imgrec_app/indexedimage/status/")
             self.stdout.write(f"  API schema:   {url}api/imgrec/schema/")
             self.stdout.write("Press Ctrl-C to stop.")
@@ -70,10 +72,33 @@ class Command(BaseCommand):
             ) from exc
 
     def _demo_users(self) -> str:
+        """An admin, and two shoppers whose browsing makes "recommended for you" visible."""
+        from datetime import timedelta
+
+        from django.contrib.contenttypes.models import ContentType
+        from django.utils import timezone
+
+        from imgrec_app.models import Interaction
+        from shop_demo.catalog.models import Product
+
         User = get_user_model()
         password = "admin"
         if not User.objects.filter(username="admin").exists():
             User.objects.create_superuser("admin", "admin@example.com", password)
+        ct = ContentType.objects.get_for_model(Product)
+        shoppers = {"alice": ["clothing-accessories"], "bob": ["fruit", "ice-cream-sweets"]}
+        for name, categories in shoppers.items():
+            user, created = User.objects.get_or_create(username=name, defaults={"email": f"{name}@example.com"})
+            if not created:
+                continue
+            user.set_password("demo")
+            user.save()
+            now = timezone.now()
+            products = Product.objects.filter(category__slug__in=categories, published=True).order_by("name")[:8]
+            Interaction.objects.bulk_create(
+                Interaction(user=user, content_type=ct, object_id=str(p.pk), kind="view", created_at=now - timedelta(hours=i))
+                for i, p in enumerate(products)
+            )
         return password
 
     def _start_children(self, addr: str) -> list[subprocess.Popen]:
