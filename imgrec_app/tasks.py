@@ -118,3 +118,11 @@ def start_reindex(run_id: int) -> int:
     from imgrec_app.services import reindex
 
     return reindex.publish_run(run_id)
+
+
+@shared_task(name="imgrec.refresh_coviews", ignore_result=True)
+def refresh_coviews() -> int:
+    """Periodic: rebuild the "viewed together" pairs from recent browsing history."""
+    from imgrec_app.services.recommend import refresh_coviews as rebuild
+
+    return rebuild()

@@ -134,3 +134,19 @@ def test_nearest_returns_limit_rows_with_selective_filter(catalogue):
     rare = Product.objects.filter(pk__in=[p.pk for p in products[::20]])  # 3 of 60 (5 %)
     rows = search.nearest(vectors[1], model_id=MODEL_ID, dim=DIM, limit=3, restrict_to=rare)
     assert {r[0] for r in rows} == {str(p.pk) for p in products[::20]}
+
+
+def test_viewed_together_pairs_feed_similar_products(catalogue, settings):
+    from imgrec_app.models import CoView
+
+    products, _ = catalogue
+    settings.IMGREC = {**settings.IMGREC, "SIMILAR_WEIGHTS": {"image": 1.0, "text": 0.0, "coview": 5.0}}
+    a, b = products[0], products[1]  # different categories: never image neighbours first
+    for _ in range(3):
+        req = _request()
+        history.record(req, a)
+        history.record(req, b)
+    assert recommend.refresh_coviews() >= 2
+    assert CoView.objects.get(object_id=str(a.pk), other_id=str(b.pk)).visitors == 3
+    items = recommend.similar_products(a, limit=5)
+    assert items[0].product_id == str(b.pk) and items[0].reason == "Often viewed together"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Iterable, Sequence
@@ -175,6 +176,74 @@ def _pks(keys: Iterable[str]) -> list[Any]:
 # --- similar products ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Query:
+    """One modality's query vector and the model whose vectors it searches."""
+
+    modality: str
+    vector: np.ndarray
+    model_id: str
+    dim: int
+
+
+REASONS = {"image": "Looks similar", "text": "Similar description", "coview": "Often viewed together"}
+
+
+def _queries_for(keys: Sequence[str]) -> tuple[dict[str, dict[str, np.ndarray]], list[tuple[str, str, int]]]:
+    """Vectors of some products for each active modality: ``{modality: {id: vector}}``."""
+    weights = imgrec_settings.SIMILAR_WEIGHTS
+    models: list[tuple[str, str, int]] = []
+    serving = serving_model()
+    if serving is not None and weights.get("image", 1.0):
+        models.append(("image", serving.model_id, serving.dimensions))
+    tmodel = text_model()
+    if tmodel is not None and weights.get("text", 0.0):
+        models.append(("text", tmodel[0], tmodel[1]))
+    return {m: search.vectors_of(keys, model_id=mid) for m, mid, _ in models}, models
+
+
+def _fused_candidates(
+    queries: list[_Query],
+    *,
+    n: int,
+    restrict: QuerySet,
+    exclude: Iterable[str],
+    extra: Iterable[str] = (),
+    session: bool = True,
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, np.ndarray]]]:
+    """k-NN per modality (one pgvector session), then the missing similarities filled in exactly.
+
+    Returns:
+        ``{candidate: {modality: similarity}}`` and the candidates' vectors per modality.
+    """
+    exclude = list(exclude)
+    sims: dict[str, dict[str, float]] = {}
+    with search.hnsw_session(n) if session else nullcontext():
+        for q in queries:
+            for obj, sim in search.nearest(
+                q.vector, model_id=q.model_id, dim=q.dim, limit=n, restrict_to=restrict,
+                exclude_ids=exclude, session=False,
+            ):
+                sims.setdefault(obj, {})[q.modality] = sim
+    for obj in extra:
+        sims.setdefault(obj, {})
+    vectors: dict[str, dict[str, np.ndarray]] = {}
+    for q in queries:
+        vectors[q.modality] = search.vectors_of(sims.keys(), model_id=q.model_id)
+        for obj, v in vectors[q.modality].items():
+            sims[obj].setdefault(q.modality, _cos(q.vector, v))
+    return sims, vectors
+
+
+def _fuse(parts: dict[str, float]) -> tuple[float, str]:
+    """Weighted sum of the similarities and the modality that contributed most."""
+    weights = imgrec_settings.SIMILAR_WEIGHTS
+    contributions = {m: weights.get(m, 0.0) * v for m, v in parts.items()}
+    if not contributions:
+        return 0.0, "image"
+    return sum(contributions.values()), max(contributions, key=lambda m: contributions[m])
+
+
 def similar_products(
     product: Any,
     *,
@@ -184,6 +253,9 @@ def similar_products(
     attach: bool = True,
 ) -> list[Recommendation]:
     """Products that look (and read) like ``product``, within the shop's rules.
+
+    Image and text neighbours (pgvector HNSW, rules applied in SQL) and "viewed together" pairs
+    are fused with ``SIMILAR_WEIGHTS``; near-duplicate photos are collapsed.
 
     Args:
         product: a host product instance.
@@ -199,50 +271,24 @@ def similar_products(
     limit = clamp_limit(limit)
     key = product_key(product)
     restrict = _rules(same_category_as=product if same_category else None, price_band=price_band, product=product)
-    weights = imgrec_settings.SIMILAR_WEIGHTS
-    serving = serving_model()
-    tmodel = text_model()
-    image_vec = text_vec = None
-    if serving is not None:
-        image_vec = search.vectors_of([key], model_id=serving.model_id).get(key)
-    if tmodel is not None and weights.get("text", 0):
-        text_vec = search.vectors_of([key], model_id=tmodel[0]).get(key)
-    if image_vec is None and text_vec is None:
+    own, models = _queries_for([key])
+    queries = [_Query(m, own[m][key], mid, dim) for m, mid, dim in models if key in own[m]]
+    if not queries:
         items = _fallback(limit=limit, exclude={key}, restrict=restrict, category_of=product)
         return attach_products(items) if attach else items
+    coviews = _coviews(key, restrict) if imgrec_settings.SIMILAR_WEIGHTS.get("coview", 0) else {}
     n = limit * int(imgrec_settings.CANDIDATE_FACTOR)
-    image_sims: dict[str, float] = {}
-    text_sims: dict[str, float] = {}
-    if image_vec is not None:
-        image_sims = dict(search.nearest(image_vec, model_id=serving.model_id, dim=serving.dimensions, limit=n, restrict_to=restrict, exclude_ids=[key]))
-    if text_vec is not None:
-        text_sims = dict(search.nearest(text_vec, model_id=tmodel[0], dim=tmodel[1], limit=n, restrict_to=restrict, exclude_ids=[key]))
-    coviews = _coviews(key, restrict) if weights.get("coview", 0) else {}
-    candidates = set(image_sims) | set(text_sims) | set(coviews)
-    # Fill in the missing modality exactly for every candidate (a few dozen dot products).
-    img_vecs = search.vectors_of(candidates, model_id=serving.model_id) if image_vec is not None else {}
-    if image_vec is not None:
-        for c, v in img_vecs.items():
-            image_sims.setdefault(c, _cos(image_vec, v))
-    if text_vec is not None:
-        for c, v in search.vectors_of(set(candidates) - set(text_sims), model_id=tmodel[0]).items():
-            text_sims.setdefault(c, _cos(text_vec, v))
+    sims, vectors = _fused_candidates(queries, n=n, restrict=restrict, exclude=[key], extra=coviews)
     max_cov = max(coviews.values(), default=0)
     scored = []
-    for c in candidates:
-        s_img, s_txt = image_sims.get(c), text_sims.get(c)
-        cov = coviews.get(c, 0) / max_cov if max_cov else 0.0
-        score = (
-            weights.get("image", 1.0) * (s_img if s_img is not None else 0.0)
-            + weights.get("text", 0.0) * (s_txt if s_txt is not None else 0.0)
-            + weights.get("coview", 0.0) * cov
-        )
-        parts = [("image", weights.get("image", 1.0) * (s_img or 0.0)), ("text", weights.get("text", 0.0) * (s_txt or 0.0)), ("coview", weights.get("coview", 0.0) * cov)]
-        source = max(parts, key=lambda p: p[1])[0]
-        reason = {"image": "Looks similar", "text": "Similar description", "coview": "Often viewed together"}[source]
-        scored.append(Recommendation(c, score, reason, f"similar:{source}", [key]))
+    for c, parts in sims.items():
+        if max_cov and c in coviews:
+            parts = {**parts, "coview": coviews[c] / max_cov}
+        score, source = _fuse(parts)
+        scored.append(Recommendation(c, score, REASONS[source], f"similar:{source}", [key]))
     scored.sort(key=lambda r: (-r.score, r.product_id))
-    scored = _dedupe_and_diversify(scored, img_vecs, image_vec, limit)
+    image_query = own.get("image", {}).get(key)
+    scored = _dedupe_and_diversify(scored, vectors.get("image", {}), image_query, limit)
     if len(scored) < limit:
         scored += _fallback(limit=limit - len(scored), exclude={key, *(r.product_id for r in scored)}, restrict=restrict, category_of=product)
     return attach_products(scored) if attach else scored
@@ -354,48 +400,54 @@ def recommended_for_you(request: HttpRequest, *, limit: int = 8, attach: bool = 
     """Products for the current visitor, from their own recent history only.
 
     The history (recency-weighted; cart and purchase weigh more than views) is clustered into a
-    few interests; each interest retrieves its nearest products and the lists are interleaved in
-    proportion to the interests' weights.  Every item says which viewed product it came from.
-    New visitors get a labelled "Trending now" shelf.
+    few interests on image vectors; each interest searches with its image and text centroids
+    (fused like similar products), and the lists are interleaved in proportion to the interests'
+    weights.  Every item says which viewed product it came from.  New visitors get a labelled
+    "Trending now" shelf.
     """
     limit = clamp_limit(limit)
     restrict = recommendable_products()
     weighted = _weighted_history(request)
     seen = {obj for obj, _ in weighted} if imgrec_settings.EXCLUDE_SEEN else set()
-    serving = serving_model()
-    vecs = search.vectors_of([o for o, _ in weighted], model_id=serving.model_id) if (serving and weighted) else {}
-    usable = [(o, w) for o, w in weighted if o in vecs]
+    own, models = _queries_for([o for o, _ in weighted]) if weighted else ({}, [])
+    primary = models[0][0] if models else None
+    usable = [(o, w) for o, w in weighted if primary and o in own[primary]]
     if not usable:
         items = _fallback(limit=limit, exclude=seen, restrict=restrict)
         return attach_products(items) if attach else items
     ids = [o for o, _ in usable]
-    V = np.stack([vecs[o] for o in ids])
+    V = np.stack([own[primary][o] for o in ids])
     W = np.array([w for _, w in usable], dtype=np.float32)
     groups = interests(V, W, max_k=int(imgrec_settings.MAX_INTERESTS))
     names = _names(ids)
     total_w = sum(g[1] for g in groups)
     shares = [max(1, math.ceil(limit * weight / total_w)) for _, weight, _ in groups]
-    # One pgvector session and one vector fetch for all interests: queries do not grow with
-    # the history, only with MAX_INTERESTS.
-    with search.hnsw_session(max(shares) + len(seen) + limit):
-        raw = [
-            search.nearest(
-                centroid, model_id=serving.model_id, dim=serving.dimensions,
-                limit=share + len(seen) + limit, restrict_to=restrict, exclude_ids=seen, session=False,
-            )
-            for (centroid, _, _), share in zip(groups, shares)
-        ]
-    cand_vecs = search.vectors_of({obj for rows in raw for obj, _ in rows}, model_id=serving.model_id)
     lists = []
-    for (centroid, weight, members), share, rows in zip(groups, shares, raw):
-        member_ids = [ids[m] for m in members]
-        member_vecs = V[members]
-        items = []
-        for obj, sim in rows:
-            cv = cand_vecs.get(obj)
-            anchor = member_ids[int(np.argmax(member_vecs @ cv))] if cv is not None else member_ids[0]
-            items.append(Recommendation(obj, sim * weight / total_w, f"Because you viewed {names.get(anchor, 'a product')}", "for_you:interest", [anchor]))
-        lists.append((share, items))
+    # One pgvector session for every interest; per interest one k-NN query and one vector fetch
+    # per modality, so queries grow with MAX_INTERESTS, never with the history's length.
+    with search.hnsw_session(max(shares) + limit):
+        for (_, weight, members), share in zip(groups, shares):
+            member_ids = [ids[m] for m in members]
+            queries = []
+            for modality, model_id, dim in models:
+                member_vecs = [own[modality][i] * W[ids.index(i)] for i in member_ids if i in own[modality]]
+                if member_vecs:
+                    c = np.sum(member_vecs, axis=0)
+                    queries.append(_Query(modality, c / (np.linalg.norm(c) or 1.0), model_id, dim))
+            sims, vectors = _fused_candidates(
+                queries, n=share + limit, restrict=restrict, exclude=seen, session=False
+            )
+            items = []
+            for obj, parts in sims.items():
+                score, _ = _fuse(parts)
+                cv = vectors.get(primary, {}).get(obj)
+                anchor = (
+                    max(member_ids, key=lambda m: _cos(own[primary][m], cv)) if cv is not None else member_ids[0]
+                )
+                reason = f"Because you viewed {names.get(anchor, 'a product')}"
+                items.append(Recommendation(obj, score * weight / total_w, reason, "for_you:interest", [anchor]))
+            items.sort(key=lambda r: (-r.score, r.product_id))
+            lists.append((share, items))
     result: list[Recommendation] = []
     taken: set[str] = set()
     # Weighted round-robin: each interest contributes its share, heaviest first.

@@ -40,6 +40,9 @@ class Command(BaseCommand):
             if not options["no_index_wait"]:
                 self.stdout.write("Indexing product images (the worker embeds them; progress below)...")
                 call_command("imgrec_reindex", "--missing", "--wait", timeout=3600)
+                self.stdout.write("Embedding product texts...")
+                call_command("imgrec_reindex", "--text", "--sync")
+                self._train_classifier()
             url = f"http://{options['addr']}/"
             self.stdout.write(self.style.SUCCESS(f"\nThe demo shop runs at {url}"))
             self.stdout.write(f"  Admin:        {url}admin/  (user admin, password {password}; demo only)")
@@ -57,6 +60,18 @@ class Command(BaseCommand):
             self.stdout.write("\nStopping...")
         finally:
             self._stop(children)
+
+    def _train_classifier(self) -> None:
+        try:
+            call_command("imgrec_train_classifier")
+        except Exception as exc:  # not enough categorised products is fine for a demo
+            self.stdout.write(f"Category classifier not trained: {exc}")
+        try:
+            from imgrec_app.services.recommend import refresh_coviews
+
+            refresh_coviews()
+        except Exception as exc:
+            self.stdout.write(f"Viewed-together pairs not built: {exc}")
 
     def _check_redis(self) -> None:
         from shop_demo.celery import app
