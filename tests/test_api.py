@@ -7,6 +7,7 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from imgrec_app.models import Interaction, ReindexRun
+from tests.conftest import upload
 from tests.test_recommend import catalogue  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.django_db
@@ -114,3 +115,33 @@ def test_staff_can_upload_a_product_image_and_bad_files_leave_nothing(client, ma
     bad = client.post(url, {"image": upload("b.png", b"not an image at all")})
     assert bad.status_code == 400 and "image" in bad.json()
     assert ProductImage.objects.count() == 1 and IndexedImage.objects.filter(source="imgrec_app.productimage.image").count() == 1
+
+
+def test_search_by_photo_finds_the_product_and_stores_nothing(client, make_product, settings, tmp_path):
+    import io
+    import os
+
+    from django.core.management import call_command
+
+    from tests.conftest import CATALOGUE_DIR
+
+    settings.MEDIA_ROOT = str(tmp_path)
+    files = {cat: sorted((CATALOGUE_DIR / "images" / cat).glob("*.png"))[:3] for cat in ("fruit", "vehicles", "musical-instruments")}
+    products = {}
+    for cat, paths in files.items():
+        for path in paths:
+            products[path] = make_product(path.stem, category=cat, photo=upload(path.name, path.read_bytes(), "image/png"))
+    call_command("imgrec_reindex", "--missing", "--sync", stdout=io.StringIO(), verbosity=0)
+    before = sorted(os.walk(tmp_path))
+    query = files["vehicles"][1]
+    r = client.post("/api/imgrec/search/", {"image": upload("query.png", query.read_bytes(), "image/png"), "limit": 3})
+    assert r.status_code == 200, r.content
+    results = r.json()["results"]
+    assert results[0]["product_id"] == str(products[query].pk)
+    assert results[0]["reason"] == "Looks like your photo"
+    assert sorted(os.walk(tmp_path)) == before  # nothing stored
+    bad = client.post("/api/imgrec/search/", {"image": upload("x.jpg", b"GIF89a not really")})
+    assert bad.status_code == 400
+    settings.IMGREC = {**settings.IMGREC, "SEARCH_STORE_UPLOADS": True, "SEARCH_THROTTLE_RATE": "100/min"}
+    assert client.post("/api/imgrec/search/", {"image": upload("q.png", query.read_bytes(), "image/png")}).status_code == 200
+    assert len(list((tmp_path / "imgrec" / "searches").iterdir())) == 1

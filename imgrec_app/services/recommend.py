@@ -489,7 +489,7 @@ def search_by_photo(file: Any, *, limit: int = 8) -> list[Recommendation]:
     from imgrec_app.validators import validate_product_image
     from django.core.exceptions import ValidationError
 
-    validate_product_image(file)
+    info = validate_product_image(file)
     serving = serving_model()
     if serving is None:
         raise LookupError("Nothing is indexed yet.")
@@ -502,9 +502,22 @@ def search_by_photo(file: Any, *, limit: int = 8) -> list[Recommendation]:
     except ImageError as exc:
         raise ValidationError(exc.message, code=exc.code) from exc
     vec = load_encoder(ref).encode([img])[0]
+    if imgrec_settings.SEARCH_STORE_UPLOADS:
+        _store_search_upload(file, info.format)
     rows = search.nearest(vec, model_id=serving.model_id, dim=serving.dimensions, limit=clamp_limit(limit), restrict_to=recommendable_products())
     items = [Recommendation(obj, sim, "Looks like your photo", "search:image") for obj, sim in rows]
     return attach_products(items)
+
+
+def _store_search_upload(file: Any, fmt: str) -> str:
+    """Keep a search photo (only when ``SEARCH_STORE_UPLOADS`` asks), under a generated name."""
+    import uuid
+
+    from django.core.files.storage import default_storage
+
+    ext = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}.get(fmt, "img")
+    file.seek(0)
+    return default_storage.save(f"imgrec/searches/{uuid.uuid4().hex}.{ext}", file)
 
 
 # --- viewed together ------------------------------------------------------------------------------
