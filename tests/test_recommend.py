@@ -150,3 +150,39 @@ def test_viewed_together_pairs_feed_similar_products(catalogue, settings):
     assert CoView.objects.get(object_id=str(a.pk), other_id=str(b.pk)).visitors == 3
     items = recommend.similar_products(a, limit=5)
     assert items[0].product_id == str(b.pk) and items[0].reason == "Often viewed together"
+
+
+def test_category_cap_diversifies_the_shelf(catalogue, settings):
+    products, _ = catalogue
+    settings.IMGREC = {**settings.IMGREC, "DIVERSITY": "category", "CATEGORY_CAP": 2}
+    items = recommend.similar_products(products[0], limit=6)
+    assert len(items) == 6
+    # the cap holds for the similar items themselves; fallbacks may top the shelf up
+    similar = [i.product.category.slug for i in items if i.source.startswith("similar:")]
+    assert all(similar.count(c) <= 2 for c in set(similar))
+
+
+def test_mmr_trades_relevance_for_variety(catalogue, settings):
+    products, vectors = catalogue
+    plain = recommend.similar_products(products[0], limit=8)
+    settings.IMGREC = {**settings.IMGREC, "DIVERSITY": "mmr", "MMR_LAMBDA": 0.3}
+    diverse = recommend.similar_products(products[0], limit=8)
+    assert len(diverse) == 8
+
+    def spread(items):
+        vs = np.stack([vectors[[str(p.pk) for p in products].index(i.product_id)] for i in items])
+        sims = vs @ vs.T
+        return float(sims[np.triu_indices(len(vs), 1)].mean())
+
+    assert spread(diverse) < spread(plain)
+
+
+def test_price_band(catalogue):
+    from shop_demo.catalog.models import Product
+
+    products, _ = catalogue
+    for i, p in enumerate(products):
+        Product.objects.filter(pk=p.pk).update(price=10 + i)
+    anchor = Product.objects.get(pk=products[0].pk)  # price 10
+    items = recommend.similar_products(anchor, limit=5, price_band=0.5)
+    assert items and all(6.6 <= float(i.product.price) <= 15 for i in items)
