@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -13,6 +16,8 @@ from django.views.generic import DetailView
 from imgrec_app.services.recommend import search_by_photo
 from imgrec_app.views import RecordViewMixin
 from shop_demo.catalog.models import Category, Product
+
+logger = logging.getLogger(__name__)
 
 
 def product_list(request: HttpRequest, slug: str | None = None) -> HttpResponse:
@@ -46,8 +51,28 @@ def search_photo(request: HttpRequest) -> HttpResponse:
         else:
             try:
                 context["results"] = search_by_photo(upload, limit=12)
+                context["query_photo"] = _thumbnail_data_url(upload)
             except ValidationError as exc:
                 context["error"] = " ".join(exc.messages)
             except LookupError as exc:
                 context["error"] = str(exc)
     return render(request, "catalog/search_photo.html", context)
+
+
+def _thumbnail_data_url(upload: Any, size: int = 192) -> str:
+    """A small PNG of the visitor's photo inlined in the results page (nothing is stored).
+
+    Only called after ``search_by_photo`` validated the upload; returns "" if it cannot be shown.
+    """
+    from PIL import Image
+
+    try:
+        upload.seek(0)
+        with Image.open(upload) as img:
+            img.thumbnail((size, size))
+            buf = io.BytesIO()
+            img.convert("RGBA").save(buf, "PNG")
+    except Exception:
+        logger.warning("could not make a preview of a searched photo", exc_info=True)
+        return ""
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
