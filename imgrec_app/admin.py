@@ -60,9 +60,7 @@ def _start(request: HttpRequest, scope: str, product_ids: list[Any] | None = Non
 def reindex_products_action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
     """An action for the host's product admin (needs the ``imgrec_app.reindex`` permission)."""
     if not _can_reindex(request):
-        modeladmin.message_user(
-            request, "You do not have permission to start a re-index.", messages.ERROR
-        )
+        modeladmin.message_user(request, "You do not have permission to start a re-index.", messages.ERROR)
         return
     run = _start(request, "all", product_ids=list(queryset.values_list("pk", flat=True)))
     modeladmin.message_user(request, f"Re-indexing {run.total} image(s).", messages.SUCCESS)

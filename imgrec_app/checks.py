@@ -94,8 +94,7 @@ def _check_backbone() -> list[CheckMessage]:
         if not os.path.isfile(path):
             return [
                 Error(
-                    f"The weights file {path!r} named in {SETTING_NAME}['BACKBONE_OPTIONS'] "
-                    "does not exist.",
+                    f"The weights file {path!r} named in {SETTING_NAME}['BACKBONE_OPTIONS'] does not exist.",
                     hint="imgrec never downloads weights: copy the file there or fix the path.",
                     id="imgrec_app.E004",
                 )
@@ -112,9 +111,7 @@ def _check_callables() -> list[CheckMessage]:
         try:
             getattr(imgrec_settings, key)
         except ImportError as exc:
-            errors.append(
-                Error(str(exc), hint="Give a dotted path to a callable.", id="imgrec_app.E005")
-            )
+            errors.append(Error(str(exc), hint="Give a dotted path to a callable.", id="imgrec_app.E005"))
     errors += _check_category()
     return errors
 
@@ -183,8 +180,7 @@ def _check_sources() -> list[CheckMessage]:
             errors.append(
                 Error(
                     f"Bad {SETTING_NAME}['IMAGE_SOURCES'] entry {entry!r}.",
-                    hint="Each entry is {'model': 'app.Model', 'field': 'image_field', "
-                    "'product': 'fk_to_product'}.",
+                    hint="Each entry is {'model': 'app.Model', 'field': 'image_field', 'product': 'fk_to_product'}.",
                     id="imgrec_app.E006",
                 )
             )
@@ -253,8 +249,7 @@ def _check_values() -> list[CheckMessage]:
             kind = "a positive integer" if minimum else "an integer >= 0"
             errors.append(
                 Error(
-                    f"{SETTING_NAME}[{key!r}] must be {kind}"
-                    f"{' or None' if optional else ''}, not {value!r}.",
+                    f"{SETTING_NAME}[{key!r}] must be {kind}{' or None' if optional else ''}, not {value!r}.",
                     hint=f"Default: {DEFAULTS[key]!r}.",
                     id="imgrec_app.E008",
                 )
@@ -330,8 +325,7 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
         ref = configured_model()
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT DISTINCT vector_dims(vector) FROM imgrec_app_productvector "
-                "WHERE model_id = %s LIMIT 5",
+                "SELECT DISTINCT vector_dims(vector) FROM imgrec_app_productvector WHERE model_id = %s LIMIT 5",
                 [ref.model_id],
             )
             dims = [row[0] for row in cursor.fetchall()]
@@ -340,8 +334,7 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
     if any(d != ref.dim for d in dims):
         errors.append(
             Error(
-                f"Stored vectors of {ref.model_id} have {dims} dimensions but the backbone "
-                f"makes {ref.dim}.",
+                f"Stored vectors of {ref.model_id} have {dims} dimensions but the backbone makes {ref.dim}.",
                 hint="The backbone changed without a new model id: give BACKBONE_OPTIONS a new "
                 "'weights_version' and re-index, or restore the previous backbone.",
                 id="imgrec_app.E021",

@@ -8,7 +8,8 @@ that names the setting.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.utils.module_loading import import_string

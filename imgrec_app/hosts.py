@@ -7,8 +7,9 @@ the ``IMGREC`` settings at run time.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from django.apps import apps
 from django.contrib.contenttypes.models import ContentType

@@ -23,7 +23,7 @@ from imgrec_app.querysets import IndexedImageQuerySet, ProductVectorQuerySet
 from imgrec_app.validators import validate_product_image
 
 
-def product_image_upload_to(instance: "ProductImage", filename: str) -> str:
+def product_image_upload_to(instance: ProductImage, filename: str) -> str:
     """Store uploads under a generated name: the client's filename is never used as a path."""
     from imgrec_app.conf import imgrec_settings
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from django.db import models
 from django.db.models.functions import Cast
@@ -15,7 +15,7 @@ HNSW_MAX_VECTOR_DIM = 2000
 class IndexedImageQuerySet(models.QuerySet):
     """Queries over tracked images."""
 
-    def for_product(self, content_type_id: int, object_id: str) -> "IndexedImageQuerySet":
+    def for_product(self, content_type_id: int, object_id: str) -> IndexedImageQuerySet:
         return self.filter(content_type_id=content_type_id, object_id=str(object_id))
 
     def status_counts(self) -> dict[str, int]:
@@ -32,13 +32,13 @@ def cast_vector(dim: int) -> Cast:
 class ProductVectorQuerySet(models.QuerySet):
     """Queries over product vectors; always scoped to one model."""
 
-    def for_model(self, model_id: str, content_type_id: int | None = None) -> "ProductVectorQuerySet":
+    def for_model(self, model_id: str, content_type_id: int | None = None) -> ProductVectorQuerySet:
         qs = self.filter(model_id=model_id)
         if content_type_id is not None:
             qs = qs.filter(content_type_id=content_type_id)
         return qs
 
-    def nearest(self, vector: Sequence[float], *, dim: int) -> "ProductVectorQuerySet":
+    def nearest(self, vector: Sequence[float], *, dim: int) -> ProductVectorQuerySet:
         """Order by cosine distance to ``vector`` (annotated as ``distance``).
 
         Use with ``for_model()`` and a slice: the ``model_id`` filter and the cast match the

@@ -31,9 +31,7 @@ def validate_product_image(file: Any) -> ImageInfo:
         raise ValidationError("The file cannot be read.", code="missing_file") from exc
     limit = imgrec_settings.MAX_UPLOAD_SIZE
     if size is not None and size > limit:
-        raise ValidationError(
-            f"The file is {size:,} bytes; the limit is {limit:,} bytes.", code="too_large"
-        )
+        raise ValidationError(f"The file is {size:,} bytes; the limit is {limit:,} bytes.", code="too_large")
     if size == 0:
         raise ValidationError("The file is empty.", code="empty")
     name = getattr(file, "name", None)

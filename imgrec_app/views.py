@@ -24,7 +24,7 @@ def similar_fragment(request: HttpRequest, product_id: str) -> HttpResponse:
     try:
         product = model._default_manager.get(pk=model._meta.pk.to_python(product_id))
     except Exception:
-        raise Http404("No such product.")
+        raise Http404("No such product.") from None
     return HttpResponse(_SIMILAR.render(RequestContext(request, {"product": product, "limit": _limit(request)})))
 
 

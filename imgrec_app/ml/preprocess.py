@@ -185,9 +185,7 @@ def _extensions_for(fmt: str) -> tuple[str, ...]:
         return known
     # A format a host allowed that we have no table entry for: trust Pillow's registry.
     Image.init()
-    return tuple(
-        ext.lstrip(".") for ext, name in Image.registered_extensions().items() if name == fmt
-    )
+    return tuple(ext.lstrip(".") for ext, name in Image.registered_extensions().items() if name == fmt)
 
 
 def _open(fp: IO[bytes], allowed_formats: Iterable[str]) -> Image.Image:
@@ -261,8 +259,7 @@ def _inspect(
     if width * height * frames > max_pixels:
         raise ImageError(
             "too_many_pixels",
-            f"The animation has {frames} frames of {width}×{height} pixels; "
-            f"the limit is {max_pixels:,} pixels in all.",
+            f"The animation has {frames} frames of {width}×{height} pixels; the limit is {max_pixels:,} pixels in all.",
         )
     if filename is not None:
         base = filename.replace("\\", "/").rsplit("/", 1)[-1]
@@ -299,9 +296,7 @@ def inspect_image(
         ImageError: with a code saying what is wrong.
     """
     try:
-        return _inspect(
-            fp, allowed_formats=allowed_formats, max_pixels=max_pixels, filename=filename
-        )[1]
+        return _inspect(fp, allowed_formats=allowed_formats, max_pixels=max_pixels, filename=filename)[1]
     finally:
         # Not img.close(): Pillow would close the caller's stream with it.
         fp.seek(0)
@@ -377,9 +372,7 @@ def load_rgb(
     """
     fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
     try:
-        img, info = _inspect(
-            fp, allowed_formats=allowed_formats, max_pixels=max_pixels, filename=None
-        )
+        img, info = _inspect(fp, allowed_formats=allowed_formats, max_pixels=max_pixels, filename=None)
         if info.frames > 1 or img.format == "MPO":
             img.seek(0)
         if min_size and info.format == "JPEG":

@@ -7,8 +7,9 @@ download anything: weights come from a package, a local file or the torch hub ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 PREPROCESS_VERSION = "p1"
 

@@ -42,9 +42,7 @@ class TrainingReport:
 
 def _product_vectors(model_id: str) -> tuple[list[str], np.ndarray]:
     ct = product_content_type()
-    rows = list(
-        ProductVector.objects.filter(content_type=ct, model_id=model_id).values_list("object_id", "vector")
-    )
+    rows = list(ProductVector.objects.filter(content_type=ct, model_id=model_id).values_list("object_id", "vector"))
     if not rows:
         return [], np.zeros((0, 0), dtype=np.float32)
     ids = [r[0] for r in rows]
@@ -84,9 +82,7 @@ def train(*, folds: int = 5, min_per_class: int = 2, C: float = 2.0) -> Training
     keep = {c for c, n in counts.items() if n >= min_per_class}
     mask = np.array([y in keep for y in y_all], dtype=bool)
     if len(keep) < 2:
-        raise NotEnoughData(
-            f"Need at least 2 categories with {min_per_class}+ indexed products; have {counts}."
-        )
+        raise NotEnoughData(f"Need at least 2 categories with {min_per_class}+ indexed products; have {counts}.")
     X_train = X[mask]
     y_train = np.array([y for y in y_all if y in keep])
     k = max(2, min(folds, min(np.unique(y_train, return_counts=True)[1])))

@@ -100,13 +100,9 @@ def record(request: HttpRequest, product: Any, *, kind: str = Kind.VIEW) -> Inte
     key = product_key(product)
     owner = Q(user=user) if user is not None else Q(visitor_id=vid, user__isnull=True)
     window = timezone.now() - timedelta(seconds=imgrec_settings.DEDUPE_SECONDS)
-    if Interaction.objects.filter(
-        owner, content_type=ct, object_id=key, kind=kind, created_at__gte=window
-    ).exists():
+    if Interaction.objects.filter(owner, content_type=ct, object_id=key, kind=kind, created_at__gte=window).exists():
         return None
-    return Interaction.objects.create(
-        user=user, visitor_id=vid, content_type=ct, object_id=key, kind=kind
-    )
+    return Interaction.objects.create(user=user, visitor_id=vid, content_type=ct, object_id=key, kind=kind)
 
 
 def merge_on_login(request: HttpRequest, user: Any) -> int:
@@ -114,9 +110,7 @@ def merge_on_login(request: HttpRequest, user: Any) -> int:
     vid = visitor_id(request)
     if vid is None:
         return 0
-    moved = Interaction.objects.filter(visitor_id=vid, user__isnull=True).update(
-        user=user, visitor_id=None
-    )
+    moved = Interaction.objects.filter(visitor_id=vid, user__isnull=True).update(user=user, visitor_id=None)
     request.session.pop(VISITOR_SESSION_KEY, None)
     return moved
 

@@ -49,9 +49,7 @@ def serving_model(modality: str = IMAGE) -> ServingModel | None:
 def backfill_remaining(model_id: str) -> int:
     """How many live images still lack a vector of ``model_id`` (failed ones do not count)."""
     return (
-        IndexedImage.objects.exclude(status=IndexedImage.Status.FAILED)
-        .exclude(embeddings__model_id=model_id)
-        .count()
+        IndexedImage.objects.exclude(status=IndexedImage.Status.FAILED).exclude(embeddings__model_id=model_id).count()
     )
 
 

@@ -6,7 +6,8 @@ Hosts override it with ``IMGREC["PRODUCT_SERIALIZER_HOOK"]``: a dotted path to
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from django.http import HttpRequest
 from django.utils.module_loading import import_string

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
-from django.db.models import Count, F, FloatField, Func, QuerySet, Sum, Value
+from django.db.models import F, FloatField, Func, QuerySet, Sum, Value
 from django.db.models.functions import Extract, Now
 from django.http import HttpRequest
 from django.utils import timezone
@@ -483,11 +484,12 @@ def search_by_photo(file: Any, *, limit: int = 8) -> list[Recommendation]:
         django.core.exceptions.ValidationError: the upload is not an acceptable image.
         LookupError: nothing is indexed yet.
     """
+    from django.core.exceptions import ValidationError
+
     from imgrec_app.ml.preprocess import ImageError, load_rgb
     from imgrec_app.services.indexing import load_encoder
     from imgrec_app.services.models import configured_model
     from imgrec_app.validators import validate_product_image
-    from django.core.exceptions import ValidationError
 
     info = validate_product_image(file)
     serving = serving_model()

@@ -4,9 +4,9 @@ report progress of a run and the state of the whole index."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, QuerySet
@@ -246,6 +246,7 @@ def _remaining(model_id: str) -> int:
 def queue_depth() -> dict[str, int | None]:
     """Messages waiting in imgrec's queues (Redis brokers), None where it cannot be read."""
     from celery import current_app
+    from kombu.exceptions import ChannelError
 
     depths: dict[str, int | None] = {}
     for name in imgrec_settings.QUEUES.values():
@@ -254,6 +255,8 @@ def queue_depth() -> dict[str, int | None]:
                 conn.ensure_connection(max_retries=1, timeout=1)
                 _, count, _ = conn.default_channel.queue_declare(queue=name, passive=True)
                 depths[name] = int(count)
+        except ChannelError:
+            depths[name] = 0  # Redis keeps no key for an empty queue
         except Exception:
             depths[name] = None
     return depths

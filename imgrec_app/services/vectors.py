@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from django.db import connection, transaction
 

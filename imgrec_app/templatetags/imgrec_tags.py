@@ -70,7 +70,13 @@ def _render_shelf(context: template.Context, kind: str, title: str, items: list[
 
 
 @register.simple_tag(takes_context=True)
-def imgrec_similar_shelf(context: template.Context, product: Any, limit: int = 8, title: str = "Similar products", same_category: bool = False) -> SafeString:
+def imgrec_similar_shelf(
+    context: template.Context,
+    product: Any,
+    limit: int = 8,
+    title: str = "Similar products",
+    same_category: bool = False,
+) -> SafeString:
     """Render the similar-products shelf (template ``imgrec_app/shelf_similar.html`` or ``shelf.html``)."""
     return _render_shelf(context, "similar", title, similar_products(context, product, limit, same_category))
 

@@ -13,7 +13,9 @@ class Command(BaseCommand):
     help = "Delete browsing-history rows older than --days (default: IMGREC['HISTORY_RETENTION_DAYS'])."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--days", type=int, default=None, help="Retention in days (default: IMGREC['HISTORY_RETENTION_DAYS']).")
+        parser.add_argument(
+            "--days", type=int, default=None, help="Retention in days (default: IMGREC['HISTORY_RETENTION_DAYS'])."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         deleted = history.purge(older_than_days=options["days"])

@@ -24,20 +24,35 @@ class Command(BaseCommand):
             scope.add_argument(f"--{name}", dest="scope", action="store_const", const=name)
         parser.set_defaults(scope="missing")
         parser.add_argument(
-            "--product", dest="products", action="append", metavar="ID",
+            "--product",
+            dest="products",
+            action="append",
+            metavar="ID",
             help="Limit to these product ids (repeat the option). Default: every product.",
         )
         parser.add_argument("--sync", action="store_true", help="Embed in this process instead of queueing tasks.")
         parser.add_argument(
-            "--wait", action="store_true",
+            "--wait",
+            action="store_true",
             help="After queueing, follow the workers' progress until the run is finished.",
         )
-        parser.add_argument("--chunk-size", type=int, default=None, help="Images per task / per batch (default: IMGREC['TASK_BATCH_SIZE']).")
         parser.add_argument(
-            "--text", action="store_true",
+            "--chunk-size",
+            type=int,
+            default=None,
+            help="Images per task / per batch (default: IMGREC['TASK_BATCH_SIZE']).",
+        )
+        parser.add_argument(
+            "--text",
+            action="store_true",
             help="Embed product texts that have no (or an outdated) text vector instead of images.",
         )
-        parser.add_argument("--timeout", type=float, default=3600.0, help="With --wait: give up after this many seconds (default: 3600).")
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=3600.0,
+            help="With --wait: give up after this many seconds (default: 3600).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["text"]:
@@ -78,7 +93,9 @@ class Command(BaseCommand):
         else:
             for start in range(0, len(ids), size):
                 text.publish_text(ids[start : start + size])
-        self.stdout.write(self.style.SUCCESS(f"Text vectors: {len(ids)} product(s) {'embedded' if options['sync'] else 'queued'}."))
+        self.stdout.write(
+            self.style.SUCCESS(f"Text vectors: {len(ids)} product(s) {'embedded' if options['sync'] else 'queued'}.")
+        )
 
     def _follow(self, run: Any, timeout: float, quiet: bool) -> None:
         deadline = time.monotonic() + timeout
