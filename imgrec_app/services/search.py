@@ -7,12 +7,24 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from django.db import connection, transaction
+from django.core.exceptions import EmptyResultSet
+from django.db import connection, connections, transaction
 from django.db.models import QuerySet
 
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import pk_strings, product_content_type
 from imgrec_app.models import ProductVector
+
+
+def _session_settings(limit: int) -> tuple[str, list[str]]:
+    """The statement that sets pgvector's search settings for the current transaction."""
+    ef = max(int(imgrec_settings.HNSW_EF_SEARCH), int(limit))
+    return (
+        "SELECT set_config('hnsw.ef_search', %s, true), "
+        "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+        "set_config('hnsw.max_scan_tuples', %s, true)",
+        [str(ef), str(int(imgrec_settings.HNSW_MAX_SCAN_TUPLES))],
+    )
 
 
 @contextmanager
@@ -25,16 +37,39 @@ def hnsw_session(limit: int) -> Iterator[None]:
     by ``hnsw.max_scan_tuples``); ``ef_search`` is raised to at least the limit, since the scan
     can never return more rows than that per pass.  ``SET LOCAL`` scopes both to this transaction.
     """
-    ef = max(int(imgrec_settings.HNSW_EF_SEARCH), int(limit))
+    sql, params = _session_settings(limit)
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT set_config('hnsw.ef_search', %s, true), "
-                "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-                "set_config('hnsw.max_scan_tuples', %s, true)",
-                [str(ef), str(int(imgrec_settings.HNSW_MAX_SCAN_TUPLES))],
-            )
+            cursor.execute(sql, params)
         yield
+
+
+def _one_round_trip(qs: QuerySet, limit: int) -> list[tuple[str, float]] | None:
+    """Run the settings and the query as one multi-statement string, or None where unsupported.
+
+    Postgres runs the statements of one simple-protocol query string as one implicit
+    transaction, so ``set_config(..., true)`` applies to the k-NN query and ends with it (safe
+    behind a transaction-pooling proxy) without the BEGIN, SET and COMMIT round trips of
+    :func:`hnsw_session`: those cost more than the index scan itself (bench/vector_search.py).
+    Needs psycopg 3's client-side binding (Django's default); server-side binding cannot send
+    two statements at once and psycopg 2 has no ``nextset()``, so both use :func:`hnsw_session`.
+    """
+    db = connections[qs.db]
+    if db.vendor != "postgresql" or db.settings_dict.get("OPTIONS", {}).get("server_side_binding"):
+        return None
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    if not is_psycopg3:
+        return None
+    try:
+        sql, params = qs.query.get_compiler(using=qs.db).as_sql()
+    except EmptyResultSet:
+        return []
+    settings_sql, settings_params = _session_settings(limit)
+    with db.cursor() as cursor:
+        cursor.execute(f"{settings_sql}; {sql}", [*settings_params, *params])
+        cursor.nextset()
+        return [(obj, dist) for obj, dist in cursor.fetchall()]
 
 
 def nearest(
@@ -69,13 +104,12 @@ def nearest(
         qs = qs.exclude(object_id__in=exclude)
     if restrict_to is not None:
         qs = qs.filter(object_id__in=pk_strings(restrict_to))
-    qs = qs.nearest(np.asarray(vector, dtype=np.float32).tolist(), dim=dim).values_list(
-        "object_id", "distance"
-    )[:limit]
-    if session:
+    qs = qs.nearest(vector, dim=dim).values_list("object_id", "distance")[:limit]
+    rows = _one_round_trip(qs, limit) if session else None
+    if rows is None and session:
         with hnsw_session(limit):
             rows = list(qs)
-    else:
+    elif rows is None:
         rows = list(qs)
     # relaxed_order may return rows slightly out of order: sort the (small) result.
     rows.sort(key=lambda r: r[1])
