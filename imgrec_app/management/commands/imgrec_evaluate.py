@@ -27,7 +27,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         defaults = evaluation.EvaluationOptions()
         parser.add_argument(
-            "--output", default="imgrec-evaluation.html", help='HTML report path; "" writes none (default: %(default)s).'
+            "--output",
+            default="imgrec-evaluation.html",
+            help='HTML report path; "" writes none (default: %(default)s).',
         )
         parser.add_argument(
             "--k",
