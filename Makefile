@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test redis check lint
+.PHONY: install demo test test-oscar redis check lint
 
 install: $(STAMP)
 
@@ -24,7 +24,12 @@ demo: install
 	$(PYTHON) manage.py demo
 
 test: install redis
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PYTHON) -m pytest --ignore=tests/integration $(PYTEST_ARGS)
+	$(PYTHON) -m pytest tests/integration/oscar --ds=tests.integration.oscar.settings
+
+# The django-oscar shop runs in a pytest session of its own (one settings module per session).
+test-oscar: install redis
+	$(PYTHON) -m pytest tests/integration/oscar --ds=tests.integration.oscar.settings $(PYTEST_ARGS)
 
 check: install
 	$(PYTHON) manage.py check

@@ -232,6 +232,8 @@ class CategoryClassifier(models.Model):
     """A linear classifier of shop categories trained on product vectors of one model."""
 
     model_id = models.CharField(max_length=200)
+    # The text model whose vectors were appended to the image vectors ("": image vectors only).
+    text_model_id = models.CharField(max_length=200, blank=True, default="")
     categories = models.JSONField()
     # Weights of the linear head: coef (n_classes × dim) and intercept (n_classes), as lists.
     coef = models.JSONField()

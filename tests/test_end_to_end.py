@@ -38,7 +38,8 @@ def test_saved_image_is_embedded_by_a_real_worker(celery_worker, make_product, a
 
     pv = ProductVector.objects.get(object_id=str(product.pk), model_id=ref.model_id)
     assert np.linalg.norm(np.asarray(pv.vector)) == pytest.approx(1.0, abs=1e-4)
-    assert ServingModel.objects.get(modality="image").model_id == ref.model_id
+    # The serving switch happens just after the image is marked ready.
+    wait_for(lambda: ServingModel.objects.filter(modality="image", model_id=ref.model_id).exists())
 
 
 def test_host_image_field_is_indexed_too(celery_worker, make_product):
@@ -48,7 +49,7 @@ def test_host_image_field_is_indexed_too(celery_worker, make_product):
     wait_for(lambda: _ready(tracked.pk))
     tracked.refresh_from_db()
     assert tracked.status == "ready", tracked.failure_detail
-    assert ProductVector.objects.filter(object_id=str(product.pk)).count() == 1
+    assert ProductVector.objects.filter(object_id=str(product.pk), modality="image").count() == 1
 
 
 KINDS = ["fruit", "musical-instruments", "vehicles", "computer-hardware"]

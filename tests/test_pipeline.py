@@ -223,7 +223,7 @@ def test_backbone_switch_backfills_while_old_vectors_serve(celery_worker, make_p
     ids = list(IndexedImage.objects.filter(object_id__in=[str(p.pk) for p in products]).values_list("pk", flat=True))
     wait_for(lambda: _settled(ids))
     old = configured_model()
-    assert ServingModel.objects.get(modality="image").model_id == old.model_id
+    wait_for(lambda: ServingModel.objects.filter(modality="image", model_id=old.model_id).exists())
 
     weights = tmp_path / "resnet18-random.pth"
     torch.manual_seed(0)

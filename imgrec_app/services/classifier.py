@@ -18,6 +18,7 @@ from django.db import transaction
 from imgrec_app.hosts import get_product_model, product_category, product_content_type
 from imgrec_app.models import CategoryClassifier, CategoryPrediction, ProductVector
 from imgrec_app.services.models import serving_model
+from imgrec_app.services.text import text_model
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,26 @@ def _product_vectors(model_id: str) -> tuple[list[str], np.ndarray]:
     return ids, np.asarray([np.asarray(r[1], dtype=np.float32) for r in rows])
 
 
+def _text_features() -> tuple[str, int] | None:
+    """``(model_id, dim)`` of the text vectors to append, when text vectors are on and exist."""
+    tmodel = text_model()
+    if tmodel and ProductVector.objects.filter(content_type=product_content_type(), model_id=tmodel[0]).exists():
+        return tmodel
+    return None
+
+
+def _with_text(ids: list[str], X: np.ndarray, text_model_id: str, dim: int) -> np.ndarray:
+    """Append each product's text vector to its image vector (zeros when it has none)."""
+    texts = dict(
+        ProductVector.objects.filter(
+            content_type=product_content_type(), model_id=text_model_id, object_id__in=ids
+        ).values_list("object_id", "vector")
+    )
+    zeros = np.zeros(dim, dtype=np.float32)
+    T = np.asarray([np.asarray(texts[i], dtype=np.float32) if i in texts else zeros for i in ids])
+    return np.hstack([X, T])
+
+
 def _categories_of(ids: list[str]) -> dict[str, str | None]:
     model = get_product_model()
     products = model._default_manager.in_bulk([model._meta.pk.to_python(i) for i in ids])
@@ -73,6 +94,9 @@ def train(*, folds: int = 5, min_per_class: int = 2, C: float = 2.0) -> Training
     if serving is None:
         raise NotEnoughData("No product vectors yet: index images first.")
     ids, X = _product_vectors(serving.model_id)
+    text = _text_features()
+    if text is not None and ids:
+        X = _with_text(ids, X, *text)
     labels = _categories_of(ids)
     y_all = [labels.get(i) for i in ids]
     counts: dict[str, int] = {}
@@ -102,6 +126,7 @@ def train(*, folds: int = 5, min_per_class: int = 2, C: float = 2.0) -> Training
         CategoryClassifier.objects.filter(is_active=True).update(is_active=False)
         record = CategoryClassifier.objects.create(
             model_id=serving.model_id,
+            text_model_id=text[0] if text else "",
             categories=classes,
             coef=np.round(coef, 6).tolist(),
             intercept=np.round(intercept, 6).tolist(),
@@ -167,7 +192,10 @@ def predict(product: Any) -> tuple[str, float] | None:
     )
     if vec is None:
         return None
-    probs = _scores(record, np.asarray(vec, dtype=np.float32)[None, :])[0]
+    X = np.asarray(vec, dtype=np.float32)[None, :]
+    if record.text_model_id:
+        X = _with_text([str(product.pk)], X, record.text_model_id, len(record.coef[0]) - X.shape[1])
+    probs = _scores(record, X)[0]
     best = int(probs.argmax())
     return record.categories[best], float(probs[best])
 

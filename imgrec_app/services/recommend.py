@@ -148,7 +148,8 @@ def _fallback(
                 taken.add(obj)
                 items.append(Recommendation(obj, score, reason, source))
 
-    if category_of is not None:
+    # "Same category" can only be filtered in SQL when the category is a plain field.
+    if category_of is not None and category_field_lookup() is not None:
         same = _rules(same_category_as=category_of)
         same = same & restrict if restrict is not None else same
         add(trending_scores(restrict_to=same, limit=limit * 2, exclude=taken), "More from this category", "fallback:category")
