@@ -4,7 +4,9 @@ Routing: tasks are sent to ``IMGREC["QUEUES"]["embed"]`` (model work: run GPU or
 it) and ``IMGREC["QUEUES"]["light"]`` (bookkeeping).  Embedding tasks acknowledge late and are
 re-queued if the worker process dies, so a SIGKILL loses nothing; a redelivered batch is then
 processed one image at a time so that a poison image only takes itself down (it ends
-``failed: worker_lost`` after ``MAX_ATTEMPTS``).
+``failed: worker_lost`` after ``MAX_ATTEMPTS``).  A redelivered or retried task also takes back
+the images its earlier delivery claimed with its own (greedy batching), so none of them waits
+for the sweeper.
 """
 
 from __future__ import annotations
@@ -61,7 +63,10 @@ def embed_images(self: Any, image_ids: list[int]) -> dict[str, Any]:
     redelivered = _redelivered(self.request)
     reclaim = redelivered or self.request.retries > 0
     try:
+        if reclaim:
+            image_ids = indexing.with_batch_mates(image_ids)
         if redelivered:
+            indexing.give_up_on_lost(image_ids)
             total = indexing.BatchSummary()
             for image_id in image_ids:
                 one = indexing.process_images([image_id], reclaim=True, greedy=False)
@@ -72,18 +77,18 @@ def embed_images(self: Any, image_ids: list[int]) -> dict[str, Any]:
                     total.failed[code] = total.failed.get(code, 0) + n
             return total.as_dict()
         return indexing.process_images(image_ids, reclaim=reclaim).as_dict()
-    except WeightsNotFound as exc:
+    except (WeightsNotFound, indexing.VectorSizeMismatch) as exc:
         # Nothing was claimed: the images stay pending and the sweeper re-queues them once the
-        # weights are fixed.  Retrying now would only burn through the queue.
-        logger.error("imgrec cannot load its model, images stay pending: %s", exc)
+        # model is fixed.  Retrying now would only burn through the queue.
+        logger.error("imgrec cannot embed with its configured model, images stay pending: %s", exc)
         raise
     except TRANSIENT_ERRORS as exc:
         countdown = min(300, 5 * 2**self.request.retries)
         logger.warning("imgrec batch hit a transient error (%s); retrying in %ss", exc, countdown)
         try:
-            indexing.release(image_ids)
+            indexing.release(indexing.with_batch_mates(image_ids))
         except DatabaseError:
-            pass
+            pass  # the database is down: the retry takes them back
         raise self.retry(exc=exc, countdown=countdown, max_retries=imgrec_settings.TASK_MAX_RETRIES)
 
 
@@ -103,12 +108,17 @@ def embed_texts(self: Any, product_ids: list[str]) -> int:
 
 @shared_task(name="imgrec.sweep", ignore_result=True)
 def sweep() -> dict[str, int]:
-    """Periodic: re-queue stuck images and switch serving models whose backfill completed."""
+    """Periodic: re-queue stuck images, switch serving models whose backfill completed and
+    (at most hourly) delete uploads left by rolled-back transactions."""
+    from django.core.cache import cache
+
     from imgrec_app.services import indexing
     from imgrec_app.services.models import sync_serving_model
 
     result = indexing.sweep_stuck()
     sync_serving_model()
+    if cache.add("imgrec:orphan-files-swept", True, timeout=3600):
+        result["orphan_files"] = indexing.delete_orphan_files()
     return result
 
 

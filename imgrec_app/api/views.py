@@ -80,6 +80,15 @@ def _product(product_id: str) -> Any:
         raise Http404("No such product.")
 
 
+def _validate_upload(file: Any) -> None:
+    from imgrec_app.validators import validate_product_image
+
+    try:
+        validate_product_image(file)
+    except DjangoValidationError as exc:
+        raise ValidationError({"image": exc.messages}, code=exc.code) from exc
+
+
 LIMIT_PARAM = OpenApiParameter("limit", int, description=f"Shelf size, 1..{50}", required=False)
 
 
@@ -223,8 +232,14 @@ class ProductImagesView(APIView):
         from django.db import transaction
 
         product = _product(product_id)
-        if len(request.FILES) > 1 or len(request.FILES.getlist("image")) > 1:
+        files = request.FILES.getlist("image")
+        if len(request.FILES) > 1 or len(files) > 1:
             raise ValidationError({"image": "Send exactly one image per request."})
+        if files:
+            # Before the serializer: DRF's ImageField opens the upload with every Pillow plugin
+            # (EPS, FITS, PSD...) and answers with a generic message; imgrec's check reads the
+            # header with the allow-listed formats only, as the admin does.
+            _validate_upload(files[0])
         data = s.ProductImageSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         with transaction.atomic():

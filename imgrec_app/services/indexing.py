@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,7 +20,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 from django.db import models, transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, Func, IntegerField, Q, Value, When
 from django.utils import timezone
 
 from imgrec_app.conf import imgrec_settings
@@ -235,6 +236,12 @@ def claim(
     """
     now = timezone.now()
     statuses = [Status.PENDING] + ([Status.PROCESSING] if reclaim else [])
+    # Images claimed together share ``started_at``.  A row taken back from a delivery that died
+    # keeps that stamp, so :func:`with_batch_mates` still finds the rest of its batch after
+    # another death (a poison image redelivered again and again).
+    stamp = Case(
+        When(status=Status.PROCESSING, started_at__isnull=False, then=F("started_at")), default=Value(now)
+    )
     with transaction.atomic():
         ids = list(
             IndexedImage.objects.select_for_update(skip_locked=True)
@@ -251,11 +258,74 @@ def claim(
             )
         IndexedImage.objects.filter(pk__in=ids).update(
             status=Status.PROCESSING,
-            started_at=now,
+            started_at=stamp if reclaim else Value(now),
             model_id=model_id,
             attempts=F("attempts") + 1,
         )
     return list(IndexedImage.objects.filter(pk__in=ids).order_by("pk"))
+
+
+def with_batch_mates(image_ids: Sequence[int]) -> list[int]:
+    """These images plus the unfinished ones claimed in the same batch (greedy batching puts
+    images of other tasks in a batch; if the worker died or the batch must be retried, only this
+    task comes back, and it must take them back too — or they would wait for the sweeper)."""
+    ids = list(image_ids)
+    stamps = set(
+        IndexedImage.objects.filter(pk__in=ids, started_at__isnull=False).values_list("started_at", flat=True)
+    )
+    if not stamps:
+        return ids
+    mates = IndexedImage.objects.filter(
+        started_at__in=stamps, status__in=[Status.PENDING, Status.PROCESSING]
+    ).exclude(pk__in=ids)
+    return ids + sorted(mates.values_list("pk", flat=True))
+
+
+def give_up_on_lost(image_ids: Sequence[int]) -> int:
+    """Mark ``failed: worker_lost`` the images whose processing killed the worker
+    ``MAX_ATTEMPTS`` times (they are still ``processing`` when their task is redelivered)."""
+    max_attempts = imgrec_settings.MAX_ATTEMPTS
+    lost = IndexedImage.objects.filter(
+        pk__in=list(image_ids), status=Status.PROCESSING, attempts__gte=max_attempts
+    ).update(
+        status=Status.FAILED,
+        failure_reason="worker_lost",
+        failure_detail=f"The worker died while processing this image {max_attempts} times.",
+    )
+    if lost:
+        logger.warning("imgrec gave up on %s image(s) that killed the worker %s times", lost, max_attempts)
+    return lost
+
+
+class VectorSizeMismatch(RuntimeError):
+    """The backbone makes vectors of another size than those stored under its model id."""
+
+
+_size_checked: set[tuple[str, int]] = set()
+
+
+def check_vector_size(ref: ModelRef) -> None:
+    """Refuse to embed when stored vectors of ``ref.model_id`` have another size (check E021).
+
+    Raises:
+        VectorSizeMismatch: naming both sizes and the fix; nothing is claimed or written.
+    """
+    if (ref.model_id, ref.dim) in _size_checked:
+        return
+    stored = (
+        ImageEmbedding.objects.filter(model_id=ref.model_id)
+        .annotate(dims=Func(F("vector"), function="vector_dims", output_field=IntegerField()))
+        .values_list("dims", flat=True)
+        .first()
+    )
+    if stored is not None and stored != ref.dim:
+        raise VectorSizeMismatch(
+            f"Stored vectors of {ref.model_id} have {stored} dimensions but the backbone makes "
+            f"{ref.dim}: images stay pending. The backbone changed without a new model id; give "
+            "BACKBONE_OPTIONS a new 'weights_version' or restore the previous backbone "
+            "(check imgrec_app.E021)."
+        )
+    _size_checked.add((ref.model_id, ref.dim))
 
 
 def _storage_for(image: IndexedImage):
@@ -302,9 +372,11 @@ def process_images(
 
     Raises:
         WeightsNotFound: the model cannot be loaded; nothing was claimed.
+        VectorSizeMismatch: the backbone's size differs from the stored vectors'; nothing was claimed.
     """
     ref = configured_model()
     encoder = load_encoder(ref)  # before claiming: a broken model must not fail images
+    check_vector_size(ref)
     limit = imgrec_settings.TASK_BATCH_SIZE
     extra = max(0, limit - len(image_ids)) if greedy else 0
     images = claim(image_ids, model_id=ref.model_id, extra=extra, reclaim=reclaim)
@@ -375,10 +447,9 @@ def _encode_and_write(works: list[_Work], encoder: Any, ref: ModelRef, summary: 
             continue
         else:
             vec, labels = vectors[image.pk]
-        if not is_usable_vector(vec, ref.dim):
-            _finish_failed(
-                image, "bad_vector", "The model returned a non-finite or zero vector.", summary
-            )
+        problem = vector_problem(vec, ref.dim)
+        if problem:
+            _finish_failed(image, "bad_vector", problem, summary)
             continue
         if _finish_ready(image, vec, labels, work.file_hash, ref.model_id):
             summary.ready += 1
@@ -387,12 +458,21 @@ def _encode_and_write(works: list[_Work], encoder: Any, ref: ModelRef, summary: 
             summary.skipped += 1
 
 
+def vector_problem(vec: np.ndarray, dim: int) -> str:
+    """Why a vector cannot be stored ("" when it can): wrong size, not finite, or zero."""
+    if vec.shape != (dim,):
+        return f"The model returned a vector of shape {vec.shape}; its backbone declares {dim} dimensions."
+    if not np.all(np.isfinite(vec)):
+        return "The model returned a non-finite vector (NaN or Inf)."
+    norm = float(np.linalg.norm(vec))
+    if not (math.isfinite(norm) and norm > 1e-6):
+        return "The model returned a zero vector."
+    return ""
+
+
 def is_usable_vector(vec: np.ndarray, dim: int) -> bool:
     """A vector is stored only if it has the model's size, is finite and is not zero."""
-    if vec.shape != (dim,) or not np.all(np.isfinite(vec)):
-        return False
-    norm = float(np.linalg.norm(vec))
-    return math.isfinite(norm) and norm > 1e-6
+    return not vector_problem(vec, dim)
 
 
 def _finish_ready(
@@ -439,6 +519,47 @@ def release(image_ids: Sequence[int]) -> int:
 
 
 # --- sweeping -------------------------------------------------------------------------------
+
+
+_GENERATED_NAME = re.compile(r"^[0-9a-f]{32}\.(jpg|jpeg|png|webp|gif|img)$")
+
+
+def delete_orphan_files(*, older_than: timedelta | None = None) -> int:
+    """Delete uploads that no :class:`ProductImage` refers to: the file a rolled-back transaction
+    (or a process that died mid-request) wrote.  Django has no rollback hook, so the sweeper
+    does this once the file is older than ``older_than`` (default: one hour, so an upload still
+    in flight is never touched).  Only names imgrec generates in ``UPLOAD_TO`` are considered.
+
+    Returns:
+        How many files were deleted.
+    """
+    age = older_than if older_than is not None else timedelta(hours=1)
+    storage = ProductImage._meta.get_field("image").storage
+    folder = imgrec_settings.UPLOAD_TO.strip("/")
+    try:
+        _, files = storage.listdir(folder)
+    except (FileNotFoundError, NotImplementedError):
+        return 0
+    names = [f"{folder}/{f}" for f in files if _GENERATED_NAME.match(f)]
+    cutoff = timezone.now() - age
+    deleted = 0
+    for start in range(0, len(names), 1000):
+        chunk = names[start : start + 1000]
+        known = set(ProductImage.objects.filter(image__in=chunk).values_list("image", flat=True))
+        known |= set(IndexedImage.objects.filter(file_name__in=chunk).values_list("file_name", flat=True))
+        for name in chunk:
+            if name in known:
+                continue
+            try:
+                if storage.get_modified_time(name) >= cutoff:
+                    continue
+                storage.delete(name)
+            except (OSError, NotImplementedError):
+                continue
+            deleted += 1
+    if deleted:
+        logger.info("imgrec deleted %s upload(s) that no product image refers to", deleted)
+    return deleted
 
 
 def sweep_stuck(*, older_than: timedelta | None = None, publish_now: bool = True) -> dict[str, int]:
