@@ -17,14 +17,27 @@ from imgrec_app.models import ProductVector
 
 
 def _session_settings(limit: int) -> tuple[str, list[str]]:
-    """The statement that sets pgvector's search settings for the current transaction."""
+    """The statement that sets pgvector's search settings for the current transaction.
+
+    ``enable_sort = off``: pgvector costs an HNSW scan by ``ef_search``, while Postgres costs a
+    1280-float distance like any cheap operator, so from about 100,000 products and
+    ``ef_search`` 200 (100 is close) the planner prefers a parallel sequential scan + sort: exact,
+    but ~100× slower (bench/vector_search.py).  The k-NN query needs no sort when it walks the
+    index.  Like the ``hnsw.*`` settings it lasts until the end of the transaction; the
+    one-round-trip path resets it at once (:data:`_RESTORE`, no extra round trip).
+    """
     ef = max(int(imgrec_settings.HNSW_EF_SEARCH), int(limit))
     return (
         "SELECT set_config('hnsw.ef_search', %s, true), "
         "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-        "set_config('hnsw.max_scan_tuples', %s, true)",
+        "set_config('hnsw.max_scan_tuples', %s, true), "
+        "set_config('enable_sort', 'off', true)",
         [str(ef), str(int(imgrec_settings.HNSW_MAX_SCAN_TUPLES))],
     )
+
+
+# Back to the session's value for later queries of an enclosing (ATOMIC_REQUESTS) transaction.
+_RESTORE = "RESET enable_sort"
 
 
 @contextmanager
@@ -67,7 +80,7 @@ def _one_round_trip(qs: QuerySet, limit: int) -> list[tuple[str, float]] | None:
         return []
     settings_sql, settings_params = _session_settings(limit)
     with db.cursor() as cursor:
-        cursor.execute(f"{settings_sql}; {sql}", [*settings_params, *params])
+        cursor.execute(f"{settings_sql}; {sql}; {_RESTORE}", [*settings_params, *params])
         cursor.nextset()
         return [(obj, dist) for obj, dist in cursor.fetchall()]
 
