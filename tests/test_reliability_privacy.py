@@ -26,7 +26,7 @@ from django.template import Context, Template
 from django.test import Client
 
 from imgrec_app.models import Interaction, ReindexRun
-from imgrec_app.services import history
+from imgrec_app.services import history, reindex
 from tests.conftest import make_image_bytes
 from tests.test_recommend import _request, catalogue  # noqa: F401  (fixture)
 
@@ -316,6 +316,22 @@ def test_only_staff_with_the_permission_can_reindex_anywhere(who: str, make_prod
     assert not ReindexRun.objects.exists() and not queued.called
 
 
+def test_a_second_reindex_request_joins_the_running_one(client: Client, make_product: Any, add_image: Any) -> None:
+    """The API half of test_admin's double click: while images are pending, a repeat returns
+    the same run (200, ``created: false``) and queues nothing more."""
+    add_image(make_product())
+    user = User.objects.create_user("merchant", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="reindex"))
+    client.force_login(user)
+    with mock.patch("imgrec_app.tasks.start_reindex.apply_async") as queued:
+        first = client.post("/api/imgrec/reindex/", {"scope": "all"})
+        second = client.post("/api/imgrec/reindex/", {"scope": "all"})
+    assert (first.status_code, second.status_code) == (202, 200)
+    assert first.json()["run_id"] == second.json()["run_id"] and second.json()["created"] is False
+    assert second.json()["remaining"] == 1
+    assert ReindexRun.objects.count() == 1 and queued.call_count == 1
+
+
 def _products() -> list[Any]:
     from shop_demo.catalog.models import Product
 
@@ -350,7 +366,22 @@ def test_two_reindex_clicks_at_the_same_instant_start_one_run(path: str, make_pr
         finally:
             connection.close()
 
-    with mock.patch("imgrec_app.tasks.start_reindex.apply_async") as queued:
+    # Make the race certain: both requests are past their "is a run going?" query before either
+    # creates a run (with a lock around start_run, the second never gets here: the wait times out).
+    inside = threading.Barrier(2)
+    select_images = reindex.select_images
+
+    def both_inside(*args: Any, **kwargs: Any) -> Any:
+        try:
+            inside.wait(3)
+        except threading.BrokenBarrierError:
+            pass
+        return select_images(*args, **kwargs)
+
+    with (
+        mock.patch("imgrec_app.tasks.start_reindex.apply_async") as queued,
+        mock.patch.object(reindex, "select_images", both_inside),
+    ):
         threads = [threading.Thread(target=click) for _ in range(2)]
         for t in threads:
             t.start()
