@@ -56,7 +56,12 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": database_config(VAR_DIR / "pgdata")}
+# runserver opens a thread (and a connection) per request: keep connections only when not DEBUG.
+DATABASES = {
+    "default": database_config(
+        VAR_DIR / "pgdata", conn_max_age=int(os.environ.get("DJANGO_CONN_MAX_AGE", "0" if DEBUG else "60"))
+    )
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -85,7 +90,7 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_connect_timeout": 2,
-    "socket_timeout": 10,
+    "socket_timeout": 3,
     "visibility_timeout": 3600,
 }
 CELERY_BEAT_SCHEDULE = {

@@ -338,11 +338,6 @@ def _products() -> list[Any]:
     return list(Product.objects.all())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs a pg_advisory_xact_lock in imgrec_app.services.reindex.start_run (reported to the "
-    "lead with the diff): SELECT ... FOR UPDATE cannot lock a run that does not exist yet",
-)
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("path", ["api", "admin"])
 def test_two_reindex_clicks_at_the_same_instant_start_one_run(path: str, make_product: Any, add_image: Any) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.utils import timezone
 
@@ -87,6 +87,10 @@ def start_run(
         discover_untracked()
     model_id = configured_model().model_id
     with transaction.atomic():
+        # Two clicks at the same instant would both find no active run (FOR UPDATE cannot lock a
+        # row that does not exist yet) and both start one: serialise run starts per scope+model.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"imgrec-reindex:{scope}:{model_id}"])
         active = (
             ReindexRun.objects.select_for_update()
             .filter(scope=scope, model_id=model_id, finished_at__isnull=True)

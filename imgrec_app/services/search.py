@@ -55,7 +55,14 @@ def hnsw_session(limit: int) -> Iterator[None]:
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-        yield
+        try:
+            yield
+        finally:
+            # enable_sort=off must not outlive the k-NN queries inside an enclosing transaction
+            # (ATOMIC_REQUESTS): the rest of the request plans its queries normally.
+            if not connection.needs_rollback:
+                with connection.cursor() as cursor:
+                    cursor.execute(_RESTORE)
 
 
 def _one_round_trip(qs: QuerySet, limit: int) -> list[tuple[str, float]] | None:
