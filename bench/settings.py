@@ -1,0 +1,14 @@
+"""Settings of the benchmarks: the test settings with a fixed media folder.
+
+``tests.settings`` gives every process a fresh temporary ``MEDIA_ROOT``; the benchmarks that run
+a server or a Celery worker beside the process that saves the photos need one folder for all of
+them: ``$IMGREC_VAR_DIR/bench-media``.
+"""
+
+import os
+from pathlib import Path
+
+from tests.settings import *  # noqa: F401,F403
+from tests.settings import VAR_DIR
+
+MEDIA_ROOT = str(Path(os.environ.get("IMGREC_BENCH_MEDIA", Path(VAR_DIR) / "bench-media")))
