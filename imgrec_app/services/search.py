@@ -24,8 +24,9 @@ def _session_settings(limit: int) -> tuple[str, list[str]]:
     1280-float distance like any cheap operator, so from about 100,000 products and
     ``ef_search`` 200 (100 is close) the planner prefers a parallel sequential scan + sort: exact,
     but ~100× slower (bench/vector_search.py).  The k-NN query needs no sort when it walks the
-    index.  Like the ``hnsw.*`` settings it lasts until the end of the transaction; the
-    one-round-trip path resets it at once (:data:`_RESTORE`, no extra round trip).
+    index.  Both paths reset it right after the vector queries (:data:`_RESTORE`; in the same
+    statement on the one-round-trip path), so later queries of an enclosing transaction plan
+    normally.
     """
     ef = max(int(imgrec_settings.HNSW_EF_SEARCH), int(limit))
     return (
