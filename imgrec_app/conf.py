@@ -150,9 +150,7 @@ def import_from_string(value: str, setting_name: str) -> Callable[..., Any]:
     try:
         return import_string(value)
     except ImportError as exc:
-        raise ImportError(
-            f"Could not import {value!r} for {SETTING_NAME}[{setting_name!r}]: {exc}"
-        ) from exc
+        raise ImportError(f"Could not import {value!r} for {SETTING_NAME}[{setting_name!r}]: {exc}") from exc
 
 
 imgrec_settings = ImgrecSettings()

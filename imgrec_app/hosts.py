@@ -35,9 +35,7 @@ def get_product_model() -> type[models.Model]:
     try:
         return apps.get_model(label, require_ready=False)
     except (ValueError, LookupError) as exc:
-        raise ImproperlyConfigured(
-            f'IMGREC["PRODUCT_MODEL"] = {label!r} is not an installed model: {exc}'
-        ) from exc
+        raise ImproperlyConfigured(f'IMGREC["PRODUCT_MODEL"] = {label!r} is not an installed model: {exc}') from exc
 
 
 def product_content_type() -> ContentType:
@@ -59,8 +57,7 @@ def recommendable_products() -> models.QuerySet:
     qs = func()
     if not isinstance(qs, models.QuerySet) or qs.model is not model:
         raise ImproperlyConfigured(
-            'IMGREC["RECOMMENDABLE_PRODUCTS"] must return a queryset of '
-            f"{model._meta.label}, got {qs!r}"
+            f'IMGREC["RECOMMENDABLE_PRODUCTS"] must return a queryset of {model._meta.label}, got {qs!r}'
         )
     return qs
 

@@ -110,9 +110,7 @@ class IndexedImage(models.Model):
     failure_reason = models.CharField(max_length=40, blank=True)
     failure_detail = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
-    run = models.ForeignKey(
-        "ReindexRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="images"
-    )
+    run = models.ForeignKey("ReindexRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="images")
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     indexed_at = models.DateTimeField(null=True, blank=True)
@@ -129,9 +127,7 @@ class IndexedImage(models.Model):
             models.Index(fields=["status", "queued_at"], name="imgrec_indexedimage_status"),
         ]
         constraints = [
-            models.UniqueConstraint(
-                fields=["source", "source_id"], name="imgrec_indexedimage_source_unique"
-            ),
+            models.UniqueConstraint(fields=["source", "source_id"], name="imgrec_indexedimage_source_unique"),
         ]
 
     def __str__(self) -> str:
@@ -153,9 +149,7 @@ class ImageEmbedding(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["image", "model_id"], name="imgrec_imageembedding_image_model_unique"
-            ),
+            models.UniqueConstraint(fields=["image", "model_id"], name="imgrec_imageembedding_image_model_unique"),
         ]
         indexes = [models.Index(fields=["model_id", "file_hash"], name="imgrec_embedding_hash")]
 
@@ -257,9 +251,7 @@ class CategoryPrediction(models.Model):
     content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
     object_id = models.CharField(_("product id"), max_length=64)
     product = GenericForeignKey("content_type", "object_id")
-    classifier = models.ForeignKey(
-        CategoryClassifier, on_delete=models.CASCADE, related_name="predictions"
-    )
+    classifier = models.ForeignKey(CategoryClassifier, on_delete=models.CASCADE, related_name="predictions")
     category = models.CharField(max_length=200)
     confidence = models.FloatField()
     assigned_category = models.CharField(max_length=200, blank=True)
@@ -307,9 +299,7 @@ class Interaction(models.Model):
         indexes = [
             models.Index(fields=["user", "-created_at"], name="imgrec_interaction_user"),
             models.Index(fields=["visitor_id", "-created_at"], name="imgrec_interaction_visitor"),
-            models.Index(
-                fields=["content_type", "object_id", "-created_at"], name="imgrec_interaction_product"
-            ),
+            models.Index(fields=["content_type", "object_id", "-created_at"], name="imgrec_interaction_product"),
             models.Index(fields=["created_at"], name="imgrec_interaction_created"),
         ]
         constraints = [
@@ -338,9 +328,7 @@ class CoView(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["content_type", "object_id", "other_id"], name="imgrec_coview_pair_unique"
-            ),
+            models.UniqueConstraint(fields=["content_type", "object_id", "other_id"], name="imgrec_coview_pair_unique"),
         ]
 
     def __str__(self) -> str:

@@ -89,12 +89,10 @@ def embed_images(self: Any, image_ids: list[int]) -> dict[str, Any]:
             indexing.release(indexing.with_batch_mates(image_ids))
         except DatabaseError:
             pass  # the database is down: the retry takes them back
-        raise self.retry(exc=exc, countdown=countdown, max_retries=imgrec_settings.TASK_MAX_RETRIES)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=imgrec_settings.TASK_MAX_RETRIES) from exc
 
 
-@shared_task(
-    bind=True, name="imgrec.embed_texts", acks_late=True, reject_on_worker_lost=True, ignore_result=True
-)
+@shared_task(bind=True, name="imgrec.embed_texts", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def embed_texts(self: Any, product_ids: list[str]) -> int:
     """Embed the text of these products (unchanged texts are skipped)."""
     from imgrec_app.services import text
@@ -102,8 +100,9 @@ def embed_texts(self: Any, product_ids: list[str]) -> int:
     try:
         return text.embed_products(product_ids)
     except TRANSIENT_ERRORS as exc:
-        raise self.retry(exc=exc, countdown=min(300, 5 * 2**self.request.retries),
-                         max_retries=imgrec_settings.TASK_MAX_RETRIES)
+        raise self.retry(
+            exc=exc, countdown=min(300, 5 * 2**self.request.retries), max_retries=imgrec_settings.TASK_MAX_RETRIES
+        ) from exc
 
 
 @shared_task(name="imgrec.sweep", ignore_result=True)

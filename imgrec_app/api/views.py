@@ -56,7 +56,9 @@ class SearchThrottle(SimpleRateThrottle):
         return imgrec_settings.SEARCH_THROTTLE_RATE
 
     def get_cache_key(self, request: Request, view: Any) -> str:
-        ident = f"user-{request.user.pk}" if request.user.is_authenticated else request.META.get("REMOTE_ADDR", "unknown")
+        ident = (
+            f"user-{request.user.pk}" if request.user.is_authenticated else request.META.get("REMOTE_ADDR", "unknown")
+        )
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
@@ -65,7 +67,7 @@ def _limit(request: Request) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ValidationError({"limit": f"Must be an integer between 1 and {imgrec_settings.MAX_LIMIT}."})
+        raise ValidationError({"limit": f"Must be an integer between 1 and {imgrec_settings.MAX_LIMIT}."}) from None
     if not 1 <= value <= imgrec_settings.MAX_LIMIT:
         raise ValidationError({"limit": f"Must be between 1 and {imgrec_settings.MAX_LIMIT}."})
     return value
@@ -77,7 +79,7 @@ def _product(product_id: str) -> Any:
         pk = model._meta.pk.to_python(product_id)
         return model._default_manager.get(pk=pk)
     except (model.DoesNotExist, DjangoValidationError, ValueError, TypeError):
-        raise Http404("No such product.")
+        raise Http404("No such product.") from None
 
 
 def _validate_upload(file: Any) -> None:
@@ -171,7 +173,7 @@ class SearchView(PrivateResponseMixin, CsrfForAllMixin, APIView):
         try:
             items = recommend.search_by_photo(data.validated_data["image"], limit=limit)
         except DjangoValidationError as exc:
-            raise ValidationError({"image": exc.messages, "code": getattr(exc, "code", None)})
+            raise ValidationError({"image": exc.messages, "code": getattr(exc, "code", None)}) from exc
         except LookupError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response({"results": presentation.describe(items, request)})

@@ -77,9 +77,7 @@ class Encoder:
 
     def preprocess(self, img: Any) -> np.ndarray:
         """An RGB PIL image → uint8 HWC array of ``crop_size``² pixels."""
-        return resize_center_crop(
-            img, resize_size=self.spec.resize_size, crop_size=self.spec.crop_size
-        )
+        return resize_center_crop(img, resize_size=self.spec.resize_size, crop_size=self.spec.crop_size)
 
     def encode(self, images: Sequence[Any], *, batch_size: int = 32) -> np.ndarray:
         """Embed RGB PIL images; returns an ``[N, dim]`` float32 array of unit vectors.
@@ -113,16 +111,12 @@ class Encoder:
             torch.cuda.empty_cache()
             if len(arrays) == 1:
                 logger.warning("CUDA out of memory on a single image (row %s)", offset)
-                return EncodeResult(
-                    np.full((1, self.dim), np.nan, dtype=np.float32), [[]], {offset: "out_of_memory"}
-                )
+                return EncodeResult(np.full((1, self.dim), np.nan, dtype=np.float32), [[]], {offset: "out_of_memory"})
             half = len(arrays) // 2
             logger.warning("CUDA out of memory on a batch of %s; halving", len(arrays))
             a = self._encode_split(arrays[:half], offset)
             b = self._encode_split(arrays[half:], offset + half)
-            return EncodeResult(
-                np.concatenate([a.vectors, b.vectors]), a.labels + b.labels, {**a.errors, **b.errors}
-            )
+            return EncodeResult(np.concatenate([a.vectors, b.vectors]), a.labels + b.labels, {**a.errors, **b.errors})
 
     def _forward(self, arrays: np.ndarray) -> tuple[np.ndarray, list[list[dict[str, Any]]]]:
         import torch
@@ -147,8 +141,7 @@ class Encoder:
                 scores, idx = probs.topk(min(self.top_labels, probs.shape[1]), dim=1)
                 for row, (s_row, i_row) in enumerate(zip(scores.tolist(), idx.tolist())):
                     labels[row] = [
-                        {"label": self.categories[i], "score": round(float(s), 4)}
-                        for s, i in zip(s_row, i_row)
+                        {"label": self.categories[i], "score": round(float(s), 4)} for s, i in zip(s_row, i_row)
                     ]
             return vectors.cpu().numpy().astype(np.float32), labels
 
@@ -173,9 +166,7 @@ def get_encoder(
         if encoder is None:
             spec = get_backbone(name)
             logger.info("Loading imgrec backbone %s on %s", name, device)
-            encoder = Encoder(
-                spec, options=options, device=device, amp=amp, threads=threads, top_labels=top_labels
-            )
+            encoder = Encoder(spec, options=options, device=device, amp=amp, threads=threads, top_labels=top_labels)
             _ENCODERS[key] = encoder
         return encoder
 

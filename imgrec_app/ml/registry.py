@@ -60,9 +60,7 @@ def get_backbone(name: str) -> BackboneSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(
-            f"Unknown imgrec backbone {name!r}; registered: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+        raise KeyError(f"Unknown imgrec backbone {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
 
 
 def list_backbones() -> list[str]:

@@ -13,10 +13,11 @@ import hashlib
 import logging
 import math
 import re
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from django.db import models, transaction
@@ -81,9 +82,7 @@ def track_image(source: ImageSource, instance: models.Model) -> IndexedImage | N
         if created:
             changed = True
         else:
-            changed = image.file_name != file.name or (
-                file_hash and image.file_hash and file_hash != image.file_hash
-            )
+            changed = image.file_name != file.name or (file_hash and image.file_hash and file_hash != image.file_hash)
             moved = (image.content_type_id, image.object_id) != (content_type_id, product_id)
             image.content_type_id, image.object_id = content_type_id, product_id
             image.is_primary = is_primary
@@ -115,9 +114,9 @@ def untrack_image(source: ImageSource, source_id: Any) -> None:
 def _refresh_products(images: Iterable[IndexedImage]) -> None:
     pairs = {(i.content_type_id, i.object_id) for i in images}
     model_ids = set(
-        ImageEmbedding.objects.filter(
-            image__content_type_id__in={p[0] for p in pairs}
-        ).values_list("model_id", flat=True)
+        ImageEmbedding.objects.filter(image__content_type_id__in={p[0] for p in pairs}).values_list(
+            "model_id", flat=True
+        )
     ) | {configured_model().model_id}
     for model_id in model_ids:
         refresh_product_vectors(pairs, model_id)
@@ -223,9 +222,7 @@ class _Work:
     reuse: ImageEmbedding | None = None
 
 
-def claim(
-    image_ids: Sequence[int], *, model_id: str, extra: int = 0, reclaim: bool = False
-) -> list[IndexedImage]:
+def claim(image_ids: Sequence[int], *, model_id: str, extra: int = 0, reclaim: bool = False) -> list[IndexedImage]:
     """Atomically mark images ``processing`` and return them; rows others hold are skipped.
 
     Args:
@@ -239,9 +236,7 @@ def claim(
     # Images claimed together share ``started_at``.  A row taken back from a delivery that died
     # keeps that stamp, so :func:`with_batch_mates` still finds the rest of its batch after
     # another death (a poison image redelivered again and again).
-    stamp = Case(
-        When(status=Status.PROCESSING, started_at__isnull=False, then=F("started_at")), default=Value(now)
-    )
+    stamp = Case(When(status=Status.PROCESSING, started_at__isnull=False, then=F("started_at")), default=Value(now))
     with transaction.atomic():
         ids = list(
             IndexedImage.objects.select_for_update(skip_locked=True)
@@ -270,14 +265,12 @@ def with_batch_mates(image_ids: Sequence[int]) -> list[int]:
     images of other tasks in a batch; if the worker died or the batch must be retried, only this
     task comes back, and it must take them back too — or they would wait for the sweeper)."""
     ids = list(image_ids)
-    stamps = set(
-        IndexedImage.objects.filter(pk__in=ids, started_at__isnull=False).values_list("started_at", flat=True)
-    )
+    stamps = set(IndexedImage.objects.filter(pk__in=ids, started_at__isnull=False).values_list("started_at", flat=True))
     if not stamps:
         return ids
-    mates = IndexedImage.objects.filter(
-        started_at__in=stamps, status__in=[Status.PENDING, Status.PROCESSING]
-    ).exclude(pk__in=ids)
+    mates = IndexedImage.objects.filter(started_at__in=stamps, status__in=[Status.PENDING, Status.PROCESSING]).exclude(
+        pk__in=ids
+    )
     return ids + sorted(mates.values_list("pk", flat=True))
 
 
@@ -357,9 +350,7 @@ def _prepare(work: _Work, encoder: Any) -> _Work:
     return work
 
 
-def process_images(
-    image_ids: Sequence[int], *, reclaim: bool = False, greedy: bool = True
-) -> BatchSummary:
+def process_images(image_ids: Sequence[int], *, reclaim: bool = False, greedy: bool = True) -> BatchSummary:
     """Embed a batch of images with the configured backbone and store the results.
 
     Args:
@@ -389,9 +380,7 @@ def process_images(
     touched: set[tuple[int, str]] = set()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgrec-decode") as pool:
         # Decoding runs ahead in the pool while the model works on the previous batch.
-        futures: list[Future[_Work]] = [
-            pool.submit(_prepare, _Work(image), encoder) for image in images
-        ]
+        futures: list[Future[_Work]] = [pool.submit(_prepare, _Work(image), encoder) for image in images]
         for start in range(0, len(futures), batch):
             works = [f.result() for f in futures[start : start + batch]]
             _encode_and_write(works, encoder, ref, summary)
@@ -475,9 +464,7 @@ def is_usable_vector(vec: np.ndarray, dim: int) -> bool:
     return not vector_problem(vec, dim)
 
 
-def _finish_ready(
-    image: IndexedImage, vec: np.ndarray, labels: list, file_hash: str, model_id: str
-) -> bool:
+def _finish_ready(image: IndexedImage, vec: np.ndarray, labels: list, file_hash: str, model_id: str) -> bool:
     """Store a vector if the image still has the revision this task read; True if stored."""
     with transaction.atomic():
         current = (
@@ -503,9 +490,9 @@ def _finish_ready(
 
 
 def _finish_failed(image: IndexedImage, code: str, detail: str, summary: BatchSummary) -> None:
-    updated = IndexedImage.objects.filter(
-        pk=image.pk, revision=image.revision, status=Status.PROCESSING
-    ).update(status=Status.FAILED, failure_reason=code, failure_detail=detail[:2000])
+    updated = IndexedImage.objects.filter(pk=image.pk, revision=image.revision, status=Status.PROCESSING).update(
+        status=Status.FAILED, failure_reason=code, failure_detail=detail[:2000]
+    )
     if updated:
         summary.failed[code] = summary.failed.get(code, 0) + 1
         logger.info("imgrec image %s failed: %s (%s)", image.pk, code, detail)
@@ -578,7 +565,8 @@ def sweep_stuck(*, older_than: timedelta | None = None, publish_now: bool = True
         failure_detail=f"The worker died while processing this image {max_attempts} times.",
     )
     stuck = IndexedImage.objects.filter(
-        stuck_processing | Q(status=Status.PENDING, queued_at__lt=cutoff)
+        stuck_processing
+        | Q(status=Status.PENDING, queued_at__lt=cutoff)
         | Q(status=Status.PENDING, queued_at__isnull=True)
     )
     ids = list(stuck.values_list("pk", flat=True))

@@ -59,4 +59,3 @@ def describe(items: Sequence[Any], request: HttpRequest | None = None) -> list[d
             image = request.build_absolute_uri(image) if image else None
         out.append({**item.as_dict(), "name": str(product), "url": url, "image_url": image})
     return out
-

@@ -110,7 +110,9 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b))
 
 
-def trending_scores(*, restrict_to: QuerySet | None = None, limit: int = 20, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+def trending_scores(
+    *, restrict_to: QuerySet | None = None, limit: int = 20, exclude: Iterable[str] = ()
+) -> list[tuple[str, float]]:
     """Time-decayed popularity: sum over recent interactions of kind weight × 0.5^(age/half-life)."""
     days = imgrec_settings.TRENDING_DAYS
     half_life = float(imgrec_settings.HISTORY_HALF_LIFE_DAYS) * 86400.0
@@ -133,9 +135,7 @@ def trending_scores(*, restrict_to: QuerySet | None = None, limit: int = 20, exc
     return [(obj, float(score)) for obj, score in rows]
 
 
-def _fallback(
-    *, limit: int, exclude: set[str], restrict: QuerySet, category_of: Any = None
-) -> list[Recommendation]:
+def _fallback(*, limit: int, exclude: set[str], restrict: QuerySet, category_of: Any = None) -> list[Recommendation]:
     """Labelled fallbacks: same category (popular first), then trending, then newest."""
     items: list[Recommendation] = []
     taken = set(exclude)
@@ -152,14 +152,24 @@ def _fallback(
     if category_of is not None and category_field_lookup() is not None:
         same = _rules(same_category_as=category_of)
         same = same & restrict if restrict is not None else same
-        add(trending_scores(restrict_to=same, limit=limit * 2, exclude=taken), "More from this category", "fallback:category")
+        add(
+            trending_scores(restrict_to=same, limit=limit * 2, exclude=taken),
+            "More from this category",
+            "fallback:category",
+        )
         if len(items) < limit:
-            ids = [product_key(pk) for pk in same.exclude(pk__in=_pks(taken)).order_by("-pk").values_list("pk", flat=True)[: limit * 2]]
+            ids = [
+                product_key(pk)
+                for pk in same.exclude(pk__in=_pks(taken)).order_by("-pk").values_list("pk", flat=True)[: limit * 2]
+            ]
             add(((i, 0.0) for i in ids), "More from this category", "fallback:category")
     if len(items) < limit:
         add(trending_scores(restrict_to=restrict, limit=limit * 2, exclude=taken), "Trending now", "fallback:trending")
     if len(items) < limit:
-        ids = [product_key(pk) for pk in restrict.exclude(pk__in=_pks(taken)).order_by("-pk").values_list("pk", flat=True)[: limit * 2]]
+        ids = [
+            product_key(pk)
+            for pk in restrict.exclude(pk__in=_pks(taken)).order_by("-pk").values_list("pk", flat=True)[: limit * 2]
+        ]
         add(((i, 0.0) for i in ids), "New in the shop", "fallback:new")
     return items
 
@@ -223,8 +233,13 @@ def _fused_candidates(
     with search.hnsw_session(n) if session else nullcontext():
         for q in queries:
             for obj, sim in search.nearest(
-                q.vector, model_id=q.model_id, dim=q.dim, limit=n, restrict_to=restrict,
-                exclude_ids=exclude, session=False,
+                q.vector,
+                model_id=q.model_id,
+                dim=q.dim,
+                limit=n,
+                restrict_to=restrict,
+                exclude_ids=exclude,
+                session=False,
             ):
                 sims.setdefault(obj, {})[q.modality] = sim
     for obj in extra:
@@ -292,17 +307,26 @@ def similar_products(
     image_query = own.get("image", {}).get(key)
     scored = _dedupe_and_diversify(scored, vectors.get("image", {}), image_query, limit)
     if len(scored) < limit:
-        scored += _fallback(limit=limit - len(scored), exclude={key, *(r.product_id for r in scored)}, restrict=restrict, category_of=product)
+        scored += _fallback(
+            limit=limit - len(scored),
+            exclude={key, *(r.product_id for r in scored)},
+            restrict=restrict,
+            category_of=product,
+        )
     return attach_products(scored) if attach else scored
 
 
 def _coviews(key: str, restrict: QuerySet) -> dict[str, int]:
-    rows = CoView.objects.filter(
-        content_type=product_content_type(),
-        object_id=key,
-        visitors__gte=imgrec_settings.COVIEW_MIN_VISITORS,
-        other_id__in=pk_strings(restrict),
-    ).order_by("-visitors").values_list("other_id", "visitors")[:50]
+    rows = (
+        CoView.objects.filter(
+            content_type=product_content_type(),
+            object_id=key,
+            visitors__gte=imgrec_settings.COVIEW_MIN_VISITORS,
+            other_id__in=pk_strings(restrict),
+        )
+        .order_by("-visitors")
+        .values_list("other_id", "visitors")[:50]
+    )
     return dict(rows)
 
 
@@ -326,10 +350,14 @@ def _dedupe_and_diversify(
         chosen: list[Recommendation] = []
         pool = list(kept)
         while pool and len(chosen) < limit:
+
             def mmr(r: Recommendation) -> float:
                 v = vecs.get(r.product_id)
-                redundancy = max((_cos(v, vecs[c.product_id]) for c in chosen if v is not None and c.product_id in vecs), default=0.0)
+                redundancy = max(
+                    (_cos(v, vecs[c.product_id]) for c in chosen if v is not None and c.product_id in vecs), default=0.0
+                )
                 return lam * r.score - (1 - lam) * redundancy
+
             best = max(pool, key=mmr)
             pool.remove(best)
             chosen.append(best)
@@ -436,16 +464,12 @@ def recommended_for_you(request: HttpRequest, *, limit: int = 8, attach: bool = 
                 if member_vecs:
                     c = np.sum(member_vecs, axis=0)
                     queries.append(_Query(modality, c / (np.linalg.norm(c) or 1.0), model_id, dim))
-            sims, vectors = _fused_candidates(
-                queries, n=share + limit, restrict=restrict, exclude=seen, session=False
-            )
+            sims, vectors = _fused_candidates(queries, n=share + limit, restrict=restrict, exclude=seen, session=False)
             items = []
             for obj, parts in sims.items():
                 score, _ = _fuse(parts)
                 cv = vectors.get(primary, {}).get(obj)
-                anchor = (
-                    max(member_ids, key=lambda m: _cos(own[primary][m], cv)) if cv is not None else member_ids[0]
-                )
+                anchor = max(member_ids, key=lambda m: _cos(own[primary][m], cv)) if cv is not None else member_ids[0]
                 reason = f"Because you viewed {names.get(anchor, 'a product')}"
                 items.append(Recommendation(obj, score * weight / total_w, reason, "for_you:interest", [anchor]))
             items.sort(key=lambda r: (-r.score, r.product_id))
@@ -501,13 +525,24 @@ def search_by_photo(file: Any, *, limit: int = 8) -> list[Recommendation]:
         raise LookupError("The serving model differs from the configured one; try again after the switch.")
     file.seek(0)
     try:
-        img = load_rgb(file.read(), allowed_formats=imgrec_settings.ALLOWED_FORMATS, max_pixels=imgrec_settings.MAX_IMAGE_PIXELS, min_size=256)
+        img = load_rgb(
+            file.read(),
+            allowed_formats=imgrec_settings.ALLOWED_FORMATS,
+            max_pixels=imgrec_settings.MAX_IMAGE_PIXELS,
+            min_size=256,
+        )
     except ImageError as exc:
         raise ValidationError(exc.message, code=exc.code) from exc
     vec = load_encoder(ref).encode([img])[0]
     if imgrec_settings.SEARCH_STORE_UPLOADS:
         _store_search_upload(file, info.format)
-    rows = search.nearest(vec, model_id=serving.model_id, dim=serving.dimensions, limit=clamp_limit(limit), restrict_to=recommendable_products())
+    rows = search.nearest(
+        vec,
+        model_id=serving.model_id,
+        dim=serving.dimensions,
+        limit=clamp_limit(limit),
+        restrict_to=recommendable_products(),
+    )
     items = [Recommendation(obj, sim, "Looks like your photo", "search:image") for obj, sim in rows]
     return attach_products(items)
 

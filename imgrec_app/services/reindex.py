@@ -118,9 +118,7 @@ def start_run(
     return RunStart(run, True)
 
 
-def start_and_queue(
-    scope: str, *, product_ids: Iterable[Any] | None = None, user: Any = None
-) -> RunStart:
+def start_and_queue(scope: str, *, product_ids: Iterable[Any] | None = None, user: Any = None) -> RunStart:
     """Start a run (admin, API) and hand its queueing to a light task, so the request returns
     at once.  If the broker is down the images stay pending and the sweeper queues them."""
     from imgrec_app.tasks import start_reindex
@@ -142,9 +140,7 @@ def start_and_queue(
 def publish_run(run_id: int, *, chunk_size: int | None = None) -> int:
     """Queue a run's pending images in chunks; returns the number of tasks sent."""
     ids = list(
-        IndexedImage.objects.filter(run_id=run_id, status=Status.PENDING)
-        .order_by("pk")
-        .values_list("pk", flat=True)
+        IndexedImage.objects.filter(run_id=run_id, status=Status.PENDING).order_by("pk").values_list("pk", flat=True)
     )
     return indexing.publish(ids, chunk_size=chunk_size)
 
@@ -154,9 +150,7 @@ def run_sync(
 ) -> indexing.BatchSummary:
     """Process a run's images in this process (``imgrec_reindex --sync``)."""
     size = chunk_size or imgrec_settings.TASK_BATCH_SIZE
-    ids = list(
-        IndexedImage.objects.filter(run=run, status=Status.PENDING).order_by("pk").values_list("pk", flat=True)
-    )
+    ids = list(IndexedImage.objects.filter(run=run, status=Status.PENDING).order_by("pk").values_list("pk", flat=True))
     total = indexing.BatchSummary()
     for start in range(0, len(ids), size):
         chunk = ids[start : start + size]
@@ -219,9 +213,7 @@ def index_status() -> dict[str, Any]:
     """Counts by status and model, failures by reason, queue depth (when the broker answers)."""
     ref = configured_model()
     serving = serving_model()
-    by_model = dict(
-        ImageEmbedding.objects.values_list("model_id").annotate(n=Count("pk")).order_by()
-    )
+    by_model = dict(ImageEmbedding.objects.values_list("model_id").annotate(n=Count("pk")).order_by())
     failures = dict(
         IndexedImage.objects.filter(status=Status.FAILED)
         .values_list("failure_reason")
@@ -235,9 +227,7 @@ def index_status() -> dict[str, Any]:
         "embeddings_by_model": by_model,
         "failures_by_reason": failures,
         "queue_depth": queue_depth(),
-        "backfill_remaining": None
-        if serving and serving.model_id == ref.model_id
-        else _remaining(ref.model_id),
+        "backfill_remaining": None if serving and serving.model_id == ref.model_id else _remaining(ref.model_id),
     }
 
 
@@ -278,5 +268,3 @@ def prune_vectors(*, keep: Sequence[str] | None = None) -> dict[str, int]:
     images, _ = ImageEmbedding.objects.exclude(model_id__in=keep_ids).delete()
     products, _ = ProductVector.objects.filter(modality="image").exclude(model_id__in=keep_ids).delete()
     return {"image_vectors": images, "product_vectors": products}
-
-

@@ -140,6 +140,4 @@ def _refresh_product_labels(pairs: list[tuple[int, str]], model_id: str) -> None
     for key, bucket in merged.items():
         top = sorted(bucket.items(), key=lambda kv: -kv[1])[:5]
         labels = [{"label": k, "score": round(v / counts[key], 4)} for k, v in top]
-        ProductVector.objects.filter(
-            content_type_id=key[0], object_id=key[1], model_id=model_id
-        ).update(labels=labels)
+        ProductVector.objects.filter(content_type_id=key[0], object_id=key[1], model_id=model_id).update(labels=labels)
