@@ -107,8 +107,17 @@ class IndexedImageAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.progress_view),
                 name="imgrec_app_run_progress",
             ),
+            path("health/", self.admin_site.admin_view(self.health_view), name="imgrec_app_health"),
         ]
         return urls + super().get_urls()
+
+    def health_view(self, request: HttpRequest) -> HttpResponse:
+        """Catalogue health: findings per section, CSV export, one-click category fixes."""
+        from imgrec_app.admin_health import health_view
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return health_view(self, request)
 
     def status_view(self, request: HttpRequest) -> HttpResponse:
         from imgrec_app.services import reindex

@@ -105,6 +105,15 @@ DEFAULTS: dict[str, Any] = {
     # Search by photo: keep uploaded photos (False: embedded in memory and discarded).
     "SEARCH_STORE_UPLOADS": False,
     "SEARCH_THROTTLE_RATE": "10/min",
+    # --- catalogue health (admin page, ``imgrec_health``) ----------------------------------------
+    # Images whose shorter side is below this many pixels are listed as tiny.
+    "HEALTH_MIN_IMAGE_SIDE": 100,
+    # Images whose background covers at least this share of the picture are listed as blank.
+    "HEALTH_BLANK_SHARE": 0.97,
+    # One byte-identical file on at least this many products is listed as a placeholder.
+    "HEALTH_PLACEHOLDER_MIN_PRODUCTS": 3,
+    # At most this many image files are opened per report (most recently indexed first).
+    "HEALTH_MAX_FILES": 5000,
     # --- uploads -------------------------------------------------------------------------------
     "ALLOWED_FORMATS": ["JPEG", "PNG", "WEBP", "GIF"],
     "MAX_UPLOAD_SIZE": 20 * 1024 * 1024,
