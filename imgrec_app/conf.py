@@ -98,6 +98,11 @@ DEFAULTS: dict[str, Any] = {
     "BOT_USER_AGENTS": r"bot|crawl|spider|slurp|bingpreview|facebookexternalhit",
     # Trending: interactions of the last N days, decayed with HISTORY_HALF_LIFE_DAYS.
     "TRENDING_DAYS": 30,
+    # Frequently bought together: cart/purchase events of one shopper within this many hours form
+    # one basket; a pair is shown once this many shoppers bought both; events of the last N days.
+    "BOUGHT_TOGETHER_WINDOW_HOURS": 24,
+    "BOUGHT_TOGETHER_MIN_SUPPORT": 2,
+    "BOUGHT_TOGETHER_DAYS": 90,
     # --- host hooks ----------------------------------------------------------------------------
     # Dotted path to ``callable(product, request) -> dict`` giving name/url/image_url of a
     # product for API results; None: str(product), get_absolute_url(), the primary image.

@@ -333,3 +333,30 @@ class CoView(models.Model):
 
     def __str__(self) -> str:
         return f"{self.object_id} & {self.other_id}: {self.visitors}"
+
+
+class BoughtTogether(models.Model):
+    """How many shoppers put both products in a basket (cart or purchase) within one visit window.
+
+    Rebuilt from :class:`Interaction` by the ``imgrec.refresh_bought_together`` task, one row per
+    ordered pair with at least ``BOUGHT_TOGETHER_MIN_SUPPORT`` shoppers, so a product's shelf is one
+    indexed lookup.
+    """
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_id = models.CharField(_("product id"), max_length=64)
+    other_id = models.CharField(_("other product id"), max_length=64)
+    shoppers = models.PositiveIntegerField(_("shoppers"))
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("bought-together pair")
+        verbose_name_plural = _("bought-together pairs")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["content_type", "object_id", "other_id"], name="imgrec_boughttogether_pair_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.object_id} & {self.other_id}: {self.shoppers}"

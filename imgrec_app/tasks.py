@@ -135,3 +135,11 @@ def refresh_coviews() -> int:
     from imgrec_app.services.recommend import refresh_coviews as rebuild
 
     return rebuild()
+
+
+@shared_task(name="imgrec.refresh_bought_together", ignore_result=True)
+def refresh_bought_together() -> int:
+    """Rebuild the "frequently bought together" pairs (schedule it on beat, like the coviews)."""
+    from imgrec_app.services.bought_together import refresh
+
+    return refresh()

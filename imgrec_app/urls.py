@@ -8,5 +8,10 @@ app_name = "imgrec"
 
 urlpatterns = [
     path("fragments/similar/<str:product_id>/", views.similar_fragment, name="similar_fragment"),
+    path(
+        "fragments/bought-together/<str:product_id>/",
+        views.bought_together_fragment,
+        name="bought_together_fragment",
+    ),
     path("fragments/for-you/", views.for_you_fragment, name="for_you_fragment"),
 ]

@@ -12,6 +12,7 @@ from imgrec_app.hosts import get_product_model
 from imgrec_app.services import history, recommend
 
 _SIMILAR = Template("{% load imgrec_tags %}{% imgrec_similar_shelf product limit=limit %}")
+_BOUGHT = Template("{% load imgrec_tags %}{% imgrec_bought_together_shelf product limit=limit %}")
 _FOR_YOU = Template("{% load imgrec_tags %}{% imgrec_for_you_shelf limit=limit %}")
 
 
@@ -26,6 +27,15 @@ def similar_fragment(request: HttpRequest, product_id: str) -> HttpResponse:
     except Exception:
         raise Http404("No such product.") from None
     return HttpResponse(_SIMILAR.render(RequestContext(request, {"product": product, "limit": _limit(request)})))
+
+
+def bought_together_fragment(request: HttpRequest, product_id: str) -> HttpResponse:
+    model = get_product_model()
+    try:
+        product = model._default_manager.get(pk=model._meta.pk.to_python(product_id))
+    except Exception:
+        raise Http404("No such product.") from None
+    return HttpResponse(_BOUGHT.render(RequestContext(request, {"product": product, "limit": _limit(request)})))
 
 
 def for_you_fragment(request: HttpRequest) -> HttpResponse:

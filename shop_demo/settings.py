@@ -96,6 +96,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_BEAT_SCHEDULE = {
     "imgrec-sweep": {"task": "imgrec.sweep", "schedule": 60.0, "options": {"queue": "imgrec.light"}},
     "imgrec-coviews": {"task": "imgrec.refresh_coviews", "schedule": 900.0, "options": {"queue": "imgrec.light"}},
+    "imgrec-bought-together": {
+        "task": "imgrec.refresh_bought_together",
+        "schedule": 900.0,
+        "options": {"queue": "imgrec.light"},
+    },
 }
 
 # --- imgrec ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ app_name = "imgrec_api"
 urlpatterns = [
     path("products/<str:product_id>/images/", views.ProductImagesView.as_view(), name="product_images"),
     path("products/<str:product_id>/similar/", views.SimilarProductsView.as_view(), name="similar"),
+    path("products/<str:product_id>/bought-together/", views.BoughtTogetherView.as_view(), name="bought_together"),
     path("recommendations/", views.RecommendationsView.as_view(), name="recommendations"),
     path("events/", views.EventView.as_view(), name="events"),
     path("history/", views.HistoryView.as_view(), name="history"),

@@ -110,6 +110,20 @@ class SimilarProductsView(APIView):
         return Response({"results": presentation.describe(items, request)})
 
 
+class BoughtTogetherView(APIView):
+    """Products frequently bought together with one product (public, from baskets of many shoppers)."""
+
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(parameters=[LIMIT_PARAM], responses=s.ShelfSerializer)
+    def get(self, request: Request, product_id: str) -> Response:
+        from imgrec_app.services.bought_together import bought_together
+
+        product = _product(product_id)
+        items = bought_together(product, limit=_limit(request))
+        return Response({"results": presentation.describe(items, request)})
+
+
 class RecommendationsView(PrivateResponseMixin, APIView):
     """Recommended for the current visitor, from their own history only (no ``?user=``)."""
 

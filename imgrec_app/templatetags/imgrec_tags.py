@@ -90,10 +90,12 @@ def imgrec_for_you_shelf(context: template.Context, limit: int = 8, title: str =
 @register.simple_tag(takes_context=True)
 def imgrec_lazy_shelf(context: template.Context, kind: str, product: Any = None, limit: int = 8) -> SafeString:
     """A placeholder that fetches the shelf's HTML fragment after the page loads, so a cached
-    page can still show personal shelves.  ``kind``: "similar" or "for_you"."""
+    page can still show personal shelves.  ``kind``: "similar", "bought_together" or "for_you"."""
     try:
         if kind == "similar":
             url = reverse("imgrec:similar_fragment", args=[str(product.pk)])
+        elif kind == "bought_together":
+            url = reverse("imgrec:bought_together_fragment", args=[str(product.pk)])
         else:
             url = reverse("imgrec:for_you_fragment")
     except (NoReverseMatch, AttributeError):
@@ -125,3 +127,21 @@ def imgrec_recently_viewed(context: template.Context, limit: int = 8) -> list[An
     except Exception:
         logger.exception("imgrec recently-viewed failed")
         return []
+
+
+@register.simple_tag(takes_context=True)
+def imgrec_bought_together(context: template.Context, product: Any, limit: int = 8) -> list[Any]:
+    """``{% imgrec_bought_together product limit=4 as items %}``: frequently bought together."""
+    from imgrec_app.services.bought_together import bought_together as service
+
+    if product is None:
+        return []
+    return _safely("bought-together", service, product, limit=limit)
+
+
+@register.simple_tag(takes_context=True)
+def imgrec_bought_together_shelf(
+    context: template.Context, product: Any, limit: int = 4, title: str = "Frequently bought together"
+) -> SafeString:
+    """Render the frequently-bought-together shelf (``imgrec_app/shelf_bought_together.html`` or ``shelf.html``)."""
+    return _render_shelf(context, "bought_together", title, imgrec_bought_together(context, product, limit))

@@ -69,6 +69,11 @@ class Command(BaseCommand):
             help="Also measure precision@k over a grid of SIMILAR_WEIGHTS "
             "(image 1; text 0, 0.25, 0.5, 1; coview 0, 0.3).",
         )
+        parser.add_argument(
+            "--bought-together",
+            action="store_true",
+            help="Also measure the frequently-bought-together shelf on held-out real basket events.",
+        )
         parser.add_argument("--json", action="store_true", help="Print the results as JSON instead of the table.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -96,6 +101,10 @@ class Command(BaseCommand):
             html = evaluation.render_report(result) if options["output"] else None
         except evaluation.EvaluationError as exc:
             raise CommandError(str(exc)) from exc
+        if options["bought_together"]:
+            from imgrec_app.services.evaluation_baskets import evaluate_bought_together
+
+            result["bought_together"] = evaluate_bought_together(k=k)
         if html is not None:
             path = Path(options["output"])
             path.write_text(html, encoding="utf-8")
@@ -118,7 +127,17 @@ class Command(BaseCommand):
                 f"\nBest SIMILAR_WEIGHTS on this catalogue: image 1, text {best['text']:g}, coview {best['coview']:g} "
                 f"(precision@{k} {100 * best['precision']:.1f} %)" + (f"; {best['note']}" if best["note"] else "")
             )
+        if "bought_together" in result:
+            self._bought_together(result["bought_together"])
         timings = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in result["timings"].items())
         self.stdout.write(f"\nTook {timings}.")
         if html is not None:
             self.stdout.write(self.style.SUCCESS(f"Report written to {result['report']}"))
+
+    def _bought_together(self, bt: dict[str, Any]) -> None:
+        if "methods" not in bt:
+            self.stdout.write(f"\nFrequently bought together: not measured ({bt['baskets']} baskets; {bt['note']}).")
+            return
+        self.stdout.write(f"\nFrequently bought together, hit rate@{bt['k']} on {bt['baskets']} held-out baskets:")
+        for name, rate in bt["methods"].items():
+            self.stdout.write(f"  {name:<24} {'-' if rate is None else f'{100 * rate:.1f} %'}")
