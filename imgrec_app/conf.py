@@ -103,6 +103,11 @@ DEFAULTS: dict[str, Any] = {
     "BOUGHT_TOGETHER_WINDOW_HOURS": 24,
     "BOUGHT_TOGETHER_MIN_SUPPORT": 2,
     "BOUGHT_TOGETHER_DAYS": 90,
+    # "Not interested": products at least this alike (image cosine) to a dismissed one move to the
+    # end of that visitor's shelves.
+    "NOT_INTERESTED_SIMILARITY": 0.9,
+    # Shelves rendered by the template tags offer a "Not interested" button on each item.
+    "SHOPPER_CONTROLS": True,
     # --- host hooks ----------------------------------------------------------------------------
     # Dotted path to ``callable(product, request) -> dict`` giving name/url/image_url of a
     # product for API results; None: str(product), get_absolute_url(), the primary image.

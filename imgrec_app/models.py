@@ -360,3 +360,47 @@ class BoughtTogether(models.Model):
 
     def __str__(self) -> str:
         return f"{self.object_id} & {self.other_id}: {self.shoppers}"
+
+
+class ShopperControl(models.Model):
+    """A visitor's own say over their shelves: "not interested" in a product, or personalisation paused.
+
+    Owned like :class:`Interaction` (a user, or an anonymous visitor id kept in the session) and
+    given to the user at login with the history.
+    """
+
+    class Kind(models.TextChoices):
+        NOT_INTERESTED = "not_interested", _("Not interested")
+        PAUSED = "paused", _("Personalisation paused")
+
+    kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices)
+    visitor_id = models.UUIDField(null=True, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    content_type = models.ForeignKey(ContentType, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    object_id = models.CharField(_("product id"), max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = _("shopper control")
+        verbose_name_plural = _("shopper controls")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=False) | Q(visitor_id__isnull=False),
+                name="imgrec_shoppercontrol_has_owner",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "kind", "object_id"],
+                condition=Q(user__isnull=False),
+                name="imgrec_shoppercontrol_user_unique",
+            ),
+            models.UniqueConstraint(
+                fields=["visitor_id", "kind", "object_id"],
+                condition=Q(user__isnull=True),
+                name="imgrec_shoppercontrol_visitor_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.object_id} by {self.user_id or self.visitor_id}"

@@ -13,5 +13,8 @@ urlpatterns = [
         views.bought_together_fragment,
         name="bought_together_fragment",
     ),
+    path("controls/not-interested/", views.not_interested_control, name="not_interested"),
+    path("controls/pause/", views.pause_control, name="pause"),
+    path("controls/clear-history/", views.clear_history_control, name="clear_history"),
     path("fragments/for-you/", views.for_you_fragment, name="for_you_fragment"),
 ]

@@ -7,6 +7,7 @@ from typing import Any
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template import RequestContext, Template
 from django.utils.cache import patch_cache_control, patch_vary_headers
+from django.views.decorators.http import require_POST
 
 from imgrec_app.hosts import get_product_model
 from imgrec_app.services import history, recommend
@@ -67,3 +68,62 @@ def record_view(request: HttpRequest, product: Any, *, kind: str = "view") -> No
         history.record(request, product, kind=kind)
     except Exception:
         logging.getLogger(__name__).exception("imgrec could not record a %s", kind)
+
+
+# --- shopper controls (plain form posts; static/imgrec_app/controls.js makes them inline) -------
+
+
+def _controls_done(request: HttpRequest) -> HttpResponse:
+    """JSON for the script, else back to the page the form was on."""
+    from django.http import JsonResponse
+    from django.shortcuts import redirect
+    from django.utils.http import url_has_allowed_host_and_scheme
+
+    from imgrec_app.services import controls
+
+    if "application/json" in request.headers.get("Accept", ""):
+        response: HttpResponse = JsonResponse(
+            {"paused": controls.is_paused(request), "not_interested": controls.dismissed_ids(request)}
+        )
+    else:
+        target = request.POST.get("next") or request.headers.get("Referer") or "/"
+        if not url_has_allowed_host_and_scheme(target, {request.get_host()}, require_https=request.is_secure()):
+            target = "/"
+        response = redirect(target)
+    patch_cache_control(response, private=True, no_cache=True)
+    return response
+
+
+@require_POST
+def not_interested_control(request: HttpRequest) -> HttpResponse:
+    """POST ``product_id`` (and ``undo=1`` to take it back)."""
+    from imgrec_app.services import controls
+
+    model = get_product_model()
+    try:
+        product = model._default_manager.get(pk=model._meta.pk.to_python(request.POST.get("product_id", "")))
+    except Exception:
+        raise Http404("No such product.") from None
+    if request.POST.get("undo"):
+        controls.undo_not_interested(request, product)
+    else:
+        controls.not_interested(request, product)
+    return _controls_done(request)
+
+
+@require_POST
+def pause_control(request: HttpRequest) -> HttpResponse:
+    """POST ``action=pause`` or ``action=resume``."""
+    from imgrec_app.services import controls
+
+    if request.POST.get("action") == "resume":
+        controls.resume(request)
+    else:
+        controls.pause(request)
+    return _controls_done(request)
+
+
+@require_POST
+def clear_history_control(request: HttpRequest) -> HttpResponse:
+    history.clear(request)
+    return _controls_done(request)

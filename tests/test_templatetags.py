@@ -47,8 +47,9 @@ def test_for_you_shelf_queries_do_not_grow_with_history(catalogue):  # noqa: F81
             _render("{% imgrec_for_you_shelf limit=8 %}", request=req)
         counts.append(len(q))
     assert counts[0] == counts[1]  # bounded by MAX_INTERESTS, not by the history's length
-    # a few fixed queries + per interest (≤ MAX_INTERESTS) one k-NN and one vector fetch
-    assert counts[0] <= 10 + 3 * 2
+    # a few fixed queries, one read of the visitor's shelf controls, and per interest
+    # (≤ MAX_INTERESTS) one k-NN and one vector fetch
+    assert counts[0] <= 10 + 1 + 3 * 2
 
 
 def test_tags_fail_soft_when_vector_queries_fail(catalogue, monkeypatch, caplog):  # noqa: F811

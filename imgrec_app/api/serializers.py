@@ -71,3 +71,12 @@ class ProductImageSerializer(serializers.ModelSerializer):
         model = ProductImage
         fields = ["id", "image", "alt_text", "position", "is_primary", "width", "height", "file_hash", "created_at"]
         read_only_fields = ["id", "width", "height", "file_hash", "created_at"]
+
+
+class ProductRefSerializer(serializers.Serializer):
+    product_id = serializers.CharField(max_length=64)
+
+
+class ControlsSerializer(serializers.Serializer):
+    paused = serializers.BooleanField(read_only=True)
+    not_interested = serializers.ListField(child=serializers.CharField(), read_only=True)

@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 from imgrec_app.api import serializers as s
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import get_product_model
-from imgrec_app.services import history, presentation, recommend
+from imgrec_app.services import controls, history, presentation, recommend
 
 
 class PrivateResponseMixin:
@@ -82,6 +82,17 @@ def _product(product_id: str) -> Any:
         raise Http404("No such product.") from None
 
 
+def _shelf_response(request: Request, items_for: Any, limit: int) -> Response:
+    """A public shelf; for a visitor who said "not interested" to something, filtered and private."""
+    if not controls.dismissed_ids(request._request):
+        return Response({"results": presentation.describe(items_for(limit), request)})
+    items = controls.shelf(request._request, items_for, limit=limit)
+    response = Response({"results": presentation.describe(items, request)})
+    patch_vary_headers(response, ["Cookie"])
+    patch_cache_control(response, private=True, no_cache=True)
+    return response
+
+
 def _validate_upload(file: Any) -> None:
     from imgrec_app.validators import validate_product_image
 
@@ -106,8 +117,9 @@ class SimilarProductsView(APIView):
     def get(self, request: Request, product_id: str) -> Response:
         product = _product(product_id)
         same = request.query_params.get("same_category", "").lower() in ("1", "true", "yes")
-        items = recommend.similar_products(product, limit=_limit(request), same_category=same)
-        return Response({"results": presentation.describe(items, request)})
+        return _shelf_response(
+            request, lambda n: recommend.similar_products(product, limit=n, same_category=same), _limit(request)
+        )
 
 
 class BoughtTogetherView(APIView):
@@ -120,8 +132,7 @@ class BoughtTogetherView(APIView):
         from imgrec_app.services.bought_together import bought_together
 
         product = _product(product_id)
-        items = bought_together(product, limit=_limit(request))
-        return Response({"results": presentation.describe(items, request)})
+        return _shelf_response(request, lambda n: bought_together(product, limit=n), _limit(request))
 
 
 class RecommendationsView(PrivateResponseMixin, APIView):
@@ -131,7 +142,7 @@ class RecommendationsView(PrivateResponseMixin, APIView):
 
     @extend_schema(parameters=[LIMIT_PARAM], responses=s.ShelfSerializer)
     def get(self, request: Request) -> Response:
-        items = recommend.recommended_for_you(request._request, limit=_limit(request))
+        items = controls.for_you(request._request, limit=_limit(request))
         return Response({"results": presentation.describe(items, request)})
 
 
@@ -261,3 +272,59 @@ class ProductImagesView(APIView):
         with transaction.atomic():
             image = data.save(content_type=ContentType.objects.get_for_model(product), object_id=str(product.pk))
         return Response(s.ProductImageSerializer(image).data, status=status.HTTP_201_CREATED)
+
+
+def _controls_state(request: Request) -> Response:
+    return Response(
+        {"paused": controls.is_paused(request._request), "not_interested": controls.dismissed_ids(request._request)}
+    )
+
+
+class ControlsView(PrivateResponseMixin, APIView):
+    """The current visitor's shelf controls: personalisation paused, products marked "not interested"."""
+
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(responses=s.ControlsSerializer)
+    def get(self, request: Request) -> Response:
+        return _controls_state(request)
+
+
+class NotInterestedView(PrivateResponseMixin, CsrfForAllMixin, APIView):
+    """POST: hide a product from the visitor's shelves (look-alikes move down); DELETE: undo."""
+
+    permission_classes = [permissions.AllowAny]
+
+    def _product_ref(self, request: Request) -> Any:
+        self.enforce_csrf(request)
+        data = s.ProductRefSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return _product(data.validated_data["product_id"])
+
+    @extend_schema(request=s.ProductRefSerializer, responses=s.ControlsSerializer)
+    def post(self, request: Request) -> Response:
+        controls.not_interested(request._request, self._product_ref(request))
+        return _controls_state(request)
+
+    @extend_schema(request=s.ProductRefSerializer, responses=s.ControlsSerializer)
+    def delete(self, request: Request) -> Response:
+        controls.undo_not_interested(request._request, self._product_ref(request))
+        return _controls_state(request)
+
+
+class PauseView(PrivateResponseMixin, CsrfForAllMixin, APIView):
+    """POST: pause personalisation (history kept, not used, no new views recorded); DELETE: resume."""
+
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(request=None, responses=s.ControlsSerializer)
+    def post(self, request: Request) -> Response:
+        self.enforce_csrf(request)
+        controls.pause(request._request)
+        return _controls_state(request)
+
+    @extend_schema(request=None, responses=s.ControlsSerializer)
+    def delete(self, request: Request) -> Response:
+        self.enforce_csrf(request)
+        controls.resume(request._request)
+        return _controls_state(request)

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import product_content_type, product_key
-from imgrec_app.models import Interaction
+from imgrec_app.models import Interaction, ShopperControl
 
 VISITOR_SESSION_KEY = "_imgrec_visitor"
 Kind = Interaction.Kind
@@ -81,6 +81,12 @@ def is_bot(request: HttpRequest) -> bool:
     return bool(compiled.search(request.META.get("HTTP_USER_AGENT", "")))
 
 
+def personalisation_paused(request: HttpRequest) -> bool:
+    """True while the visitor has paused personalisation (see :mod:`imgrec_app.services.controls`)."""
+    q = owner_filter(request)
+    return q is not None and ShopperControl.objects.filter(q, kind=ShopperControl.Kind.PAUSED).exists()
+
+
 def record(request: HttpRequest, product: Any, *, kind: str = Kind.VIEW) -> Interaction | None:
     """Record an interaction of the current visitor with a product.
 
@@ -88,11 +94,12 @@ def record(request: HttpRequest, product: Any, *, kind: str = Kind.VIEW) -> Inte
     agents are ignored when ``IMGREC["BOT_USER_AGENTS"]`` matches.
 
     Returns:
-        The new row, or None when nothing was recorded.
+        The new row, or None when nothing was recorded (a duplicate, a bot, or a visitor who
+        paused personalisation).
     """
     if kind not in Kind.values:
         raise ValueError(f"Unknown interaction kind {kind!r}; use one of {Kind.values}")
-    if is_bot(request):
+    if is_bot(request) or personalisation_paused(request):
         return None
     user = _user(request)
     vid = None if user is not None else visitor_id(request, create=True)

@@ -11,6 +11,8 @@ from django.template.loader import select_template
 from django.urls import NoReverseMatch, reverse
 from django.utils.safestring import SafeString, mark_safe
 
+from imgrec_app.services import controls
+
 logger = logging.getLogger(__name__)
 register = template.Library()
 
@@ -34,18 +36,22 @@ def similar_products(context: template.Context, product: Any, limit: int = 8, sa
 
     if product is None:
         return []
-    return _safely("similar", service, product, limit=limit, same_category=same_category)
+    return _safely(
+        "similar",
+        controls.shelf,
+        _request(context),
+        lambda n: service(product, limit=n, same_category=same_category),
+        limit=limit,
+    )
 
 
 @register.simple_tag(takes_context=True)
 def recommended_for_you(context: template.Context, limit: int = 8) -> list[Any]:
     """``{% recommended_for_you limit=8 as items %}``: from the current visitor's own history."""
-    from imgrec_app.services.recommend import recommended_for_you as service
-
     request = _request(context)
     if request is None:
         return []
-    return _safely("for-you", service, request, limit=limit)
+    return _safely("for-you", controls.for_you, request, limit=limit)
 
 
 def _render_shelf(context: template.Context, kind: str, title: str, items: list[Any]) -> SafeString:
@@ -63,9 +69,64 @@ def _render_shelf(context: template.Context, kind: str, title: str, items: list[
             for i in items
         ]
         tpl = select_template([f"imgrec_app/shelf_{kind}.html", "imgrec_app/shelf.html"])
-        return mark_safe(tpl.render({"kind": kind, "title": title, "entries": entries, "request": _request(context)}))
+        return mark_safe(
+            tpl.render(
+                {"kind": kind, "title": title, "entries": entries, "request": _request(context), **_controls(context)}
+            )
+        )
     except Exception:
         logger.exception("imgrec could not render the %s shelf", kind)
+        return mark_safe("")
+
+
+def _controls(context: template.Context) -> dict[str, Any]:
+    """What a shelf needs for its "Not interested" buttons (none without a request or the URLs)."""
+    from django.middleware.csrf import get_token
+
+    from imgrec_app.conf import imgrec_settings
+
+    request = _request(context)
+    if request is None or not imgrec_settings.SHOPPER_CONTROLS:
+        return {}
+    try:
+        url = reverse("imgrec:not_interested")
+    except NoReverseMatch:
+        return {}
+    return {"controls_url": url, "csrf_token": get_token(request)}
+
+
+@register.simple_tag(takes_context=True)
+def imgrec_shopper_controls(context: template.Context, recent: int = 8) -> SafeString:
+    """The visitor's own controls: pause/resume, clear history, "not interested" with undo, recent views."""
+    from django.middleware.csrf import get_token
+
+    from imgrec_app.hosts import get_product_model
+
+    request = _request(context)
+    if request is None:
+        return mark_safe("")
+    try:
+        model = get_product_model()
+        ids = controls.dismissed_ids(request)
+        found = model._default_manager.in_bulk([model._meta.pk.to_python(i) for i in ids])
+        dismissed = [found[k] for k in (model._meta.pk.to_python(i) for i in ids) if k in found]
+        tpl = select_template(["imgrec_app/shopper_controls.html"])
+        return mark_safe(
+            tpl.render(
+                {
+                    "request": request,
+                    "csrf_token": get_token(request),
+                    "paused": controls.is_paused(request),
+                    "dismissed": dismissed,
+                    "recent": imgrec_recently_viewed(context, limit=recent),
+                    "pause_url": reverse("imgrec:pause"),
+                    "clear_url": reverse("imgrec:clear_history"),
+                    "not_interested_url": reverse("imgrec:not_interested"),
+                }
+            )
+        )
+    except Exception:
+        logger.exception("imgrec could not render the shopper controls")
         return mark_safe("")
 
 
@@ -136,7 +197,9 @@ def imgrec_bought_together(context: template.Context, product: Any, limit: int =
 
     if product is None:
         return []
-    return _safely("bought-together", service, product, limit=limit)
+    return _safely(
+        "bought-together", controls.shelf, _request(context), lambda n: service(product, limit=n), limit=limit
+    )
 
 
 @register.simple_tag(takes_context=True)

@@ -76,3 +76,8 @@ def _thumbnail_data_url(upload: Any, size: int = 192) -> str:
         logger.warning("could not make a preview of a searched photo", exc_info=True)
         return ""
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def your_history(request: HttpRequest) -> HttpResponse:
+    """The visitor's own page: imgrec's shopper controls (pause, clear, not interested) and recent views."""
+    return render(request, "catalog/history.html")
