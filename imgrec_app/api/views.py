@@ -20,6 +20,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from imgrec_app.api import serializers as s
+from imgrec_app.api.parsers import BoundedJSONParser
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import get_product_model
 from imgrec_app.services import history, presentation, recommend
@@ -125,6 +126,7 @@ class EventView(PrivateResponseMixin, CsrfForAllMixin, APIView):
     """Record a view, add-to-cart or purchase of the current visitor."""
 
     permission_classes = [permissions.AllowAny]
+    parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]
 
     @extend_schema(request=s.EventSerializer, responses={201: s.EventSerializer, 204: None})
     def post(self, request: Request) -> Response:
@@ -201,6 +203,7 @@ class ReindexView(APIView):
     """Start a re-index (staff with ``imgrec_app.reindex``); a repeat returns the running one."""
 
     permission_classes = [CanReindex]
+    parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]
 
     @extend_schema(request=s.ReindexSerializer, responses={202: s.RunSerializer, 200: s.RunSerializer})
     def post(self, request: Request) -> Response:
