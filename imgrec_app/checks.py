@@ -104,7 +104,7 @@ def _check_backbone() -> list[CheckMessage]:
 
 def _check_callables() -> list[CheckMessage]:
     errors: list[CheckMessage] = []
-    for key in ("RECOMMENDABLE_PRODUCTS",):
+    for key in ("RECOMMENDABLE_PRODUCTS", "VISIBLE_PRODUCTS"):
         value = imgrec_settings.raw(key)
         if value is None:
             continue

@@ -23,6 +23,11 @@ DEFAULTS: dict[str, Any] = {
     # Dotted path to a callable returning the queryset of products that may appear on shelves
     # (published, in stock, ...).  None: every product.
     "RECOMMENDABLE_PRODUCTS": None,
+    # Dotted path to a callable returning the queryset of products a visitor may see (their
+    # pages exist: published).  Events are accepted, and the similar endpoint and fragment
+    # answer, only for these; "recently viewed" and the for-you reasons name only these.
+    # None: the RECOMMENDABLE_PRODUCTS rule.
+    "VISIBLE_PRODUCTS": None,
     # How to read a product's category: a field/attribute name (``"category"``, ``"category_id"``)
     # or a dotted path to ``callable(product) -> str | None``.  None: no categories.
     "PRODUCT_CATEGORY": None,
@@ -114,7 +119,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 # Keys whose values are dotted import paths.
-IMPORT_STRINGS = {"RECOMMENDABLE_PRODUCTS"}
+IMPORT_STRINGS = {"RECOMMENDABLE_PRODUCTS", "VISIBLE_PRODUCTS"}
 
 
 class ImgrecSettings:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template import RequestContext, Template
 from django.utils.cache import patch_cache_control, patch_vary_headers
 
-from imgrec_app.hosts import get_product_model
+from imgrec_app.hosts import get_visible_product
 from imgrec_app.services import history, recommend
+
+logger = logging.getLogger(__name__)
 
 _SIMILAR = Template("{% load imgrec_tags %}{% imgrec_similar_shelf product limit=limit %}")
 _FOR_YOU = Template("{% load imgrec_tags %}{% imgrec_for_you_shelf limit=limit %}")
@@ -20,12 +24,27 @@ def _limit(request: HttpRequest) -> int:
 
 
 def similar_fragment(request: HttpRequest, product_id: str) -> HttpResponse:
-    model = get_product_model()
+    """The similar shelf of a product the visitor may see.
+
+    A missing, malformed or hidden id is a 404 (the same for all three).  A database error is not
+    "no such product": it is an empty 503 that no cache keeps (``no-store``), so caches and
+    monitors see the outage and the lazy shelf shows nothing.
+    """
     try:
-        product = model._default_manager.get(pk=model._meta.pk.to_python(product_id))
-    except Exception:
+        product = get_visible_product(product_id)
+    except LookupError:
         raise Http404("No such product.") from None
+    except DatabaseError:
+        logger.exception("imgrec similar fragment: database error looking up product %r", product_id)
+        return _unavailable()
     return HttpResponse(_SIMILAR.render(RequestContext(request, {"product": product, "limit": _limit(request)})))
+
+
+def _unavailable() -> HttpResponse:
+    response = HttpResponse("", status=503)
+    response["Retry-After"] = "30"
+    patch_cache_control(response, no_store=True, no_cache=True, max_age=0)
+    return response
 
 
 def for_you_fragment(request: HttpRequest) -> HttpResponse:
@@ -51,9 +70,7 @@ class RecordViewMixin:
 
 def record_view(request: HttpRequest, product: Any, *, kind: str = "view") -> None:
     """Record a view from a host view; logs instead of raising."""
-    import logging
-
     try:
         history.record(request, product, kind=kind)
     except Exception:
-        logging.getLogger(__name__).exception("imgrec could not record a %s", kind)
+        logger.exception("imgrec could not record a %s", kind)

@@ -102,6 +102,7 @@ CELERY_BEAT_SCHEDULE = {
 IMGREC = {
     "PRODUCT_MODEL": "catalog.Product",
     "RECOMMENDABLE_PRODUCTS": "shop_demo.catalog.rules.recommendable_products",
+    "VISIBLE_PRODUCTS": "shop_demo.catalog.rules.visible_products",
     "PRODUCT_CATEGORY": "category",
     "IMAGE_SOURCES": [{"model": "catalog.Product", "field": "photo", "product": "self"}],
     "TEXT_MODEL": "all-MiniLM-L6-v2",

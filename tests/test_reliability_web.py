@@ -5,12 +5,14 @@ Each test here failed on the code before its fix (see docs/RELIABILITY.md, "Issu
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from django.test import Client
 
 from imgrec_app.models import Interaction
+from tests.test_recommend import catalogue  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -42,3 +44,87 @@ def test_deeply_nested_json_is_a_400_not_a_500(make_product: Any, depth: int) ->
     # An ordinary body still works.
     ok = client.post("/api/imgrec/events/", {"product_id": str(product.pk)}, content_type="application/json")
     assert ok.status_code == 201
+
+
+# --- issue 13 §3.2: events, "recently viewed" and for-you reasons only for visible products -------
+
+
+def _names_in_reasons(text: str, products: list[Any]) -> list[str]:
+    return [p.name for p in products if re.search(rf"Because you viewed {re.escape(p.name)}(?!\d)", text)]
+
+
+def _recently_viewed(html: str) -> str:
+    match = re.search(r"<h3>Recently viewed</h3>(.*?)</section>", html, re.S)
+    return match.group(1) if match else ""
+
+
+def test_unpublished_products_are_never_recorded_nor_named(catalogue: Any) -> None:  # noqa: F811
+    from shop_demo.catalog.models import Product
+
+    products, _ = catalogue
+    hidden = products[1]
+    Product.objects.filter(pk=hidden.pk).update(published=False)
+    client = Client()
+    missing = client.post("/api/imgrec/events/", {"product_id": "99999999"}, content_type="application/json")
+    refused = client.post("/api/imgrec/events/", {"product_id": str(hidden.pk)}, content_type="application/json")
+    # A hidden product is answered exactly like a missing one: nothing tells them apart.
+    assert refused.status_code == missing.status_code == 404
+    assert refused.content == missing.content
+    assert not Interaction.objects.exists()
+    # Out of stock but published: visible (its page exists), so its view is recorded.
+    Product.objects.filter(pk=products[4].pk).update(stock=0)
+    assert client.post("/api/imgrec/events/", {"product_id": str(products[4].pk)}, content_type="application/json").status_code == 201
+
+    # Views recorded while products were published; then one of them is unpublished.
+    viewed = [products[0], products[3], products[6]]
+    for p in viewed:
+        assert client.post("/api/imgrec/events/", {"product_id": str(p.pk)}, content_type="application/json").status_code == 201
+    Product.objects.filter(pk=products[3].pk).update(published=False)
+    later_hidden = [hidden, products[3]]
+    home = client.get("/").content.decode()
+    recent = _recently_viewed(home)
+    assert products[0].name in recent and products[6].name in recent
+    assert not [p.name for p in later_hidden if re.search(rf">\s*{re.escape(p.name)}\s*<", recent)]
+    api = client.get("/api/imgrec/recommendations/?limit=8").content.decode()
+    fragment = client.get("/imgrec/fragments/for-you/?limit=8").content.decode()
+    assert _names_in_reasons(api, viewed[:1] + viewed[2:]), api  # the visible ones still explain it
+    for text in (home, api, fragment):
+        assert _names_in_reasons(text, later_hidden) == []
+
+
+# --- issue 13 §4: the similar endpoint and fragment answer a hidden id like a missing one ---------
+
+
+def test_similar_endpoint_and_fragment_answer_hidden_and_missing_ids_alike(catalogue: Any) -> None:  # noqa: F811
+    from shop_demo.catalog.models import Product
+
+    products, _ = catalogue
+    hidden = products[2]
+    Product.objects.filter(pk=hidden.pk).update(published=False)
+    client = Client()
+    for url in ("/api/imgrec/products/{}/similar/", "/imgrec/fragments/similar/{}/"):
+        missing = client.get(url.format(99999999))
+        unpublished = client.get(url.format(hidden.pk))
+        assert unpublished.status_code == missing.status_code == 404, url
+        assert unpublished.content == missing.content
+        assert client.get(url.format(products[0].pk)).status_code == 200
+
+
+# --- issue 13 §3.8: a database error in a fragment is a 503, not "No such product" ----------------
+
+
+def test_similar_fragment_with_the_database_failing_is_an_uncached_503(catalogue: Any) -> None:  # noqa: F811
+    from django.db import connection
+
+    from shop_demo.catalog.models import Product
+
+    products, _ = catalogue
+    client = Client()
+    assert client.get(f"/imgrec/fragments/similar/{products[0].pk}/").status_code == 200
+    # A real PostgreSQL error on the product lookup (rolled back with the test's transaction).
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {Product._meta.db_table} RENAME TO imgrec_gone")
+    response = client.get(f"/imgrec/fragments/similar/{products[0].pk}/")
+    assert response.status_code == 503
+    assert response.content == b""
+    assert "no-store" in response["Cache-Control"]

@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 from imgrec_app.api import serializers as s
 from imgrec_app.api.parsers import BoundedJSONParser
 from imgrec_app.conf import imgrec_settings
-from imgrec_app.hosts import get_product_model
+from imgrec_app.hosts import get_product_model, get_visible_product
 from imgrec_app.services import history, presentation, recommend
 
 
@@ -83,6 +83,14 @@ def _product(product_id: str) -> Any:
         raise Http404("No such product.") from None
 
 
+def _visible_product(product_id: Any) -> Any:
+    """A product the visitor may see; a hidden one is a 404 exactly like a missing one."""
+    try:
+        return get_visible_product(product_id)
+    except LookupError:
+        raise Http404("No such product.") from None
+
+
 def _validate_upload(file: Any) -> None:
     from imgrec_app.validators import validate_product_image
 
@@ -105,7 +113,7 @@ class SimilarProductsView(APIView):
         responses=s.ShelfSerializer,
     )
     def get(self, request: Request, product_id: str) -> Response:
-        product = _product(product_id)
+        product = _visible_product(product_id)
         same = request.query_params.get("same_category", "").lower() in ("1", "true", "yes")
         items = recommend.similar_products(product, limit=_limit(request), same_category=same)
         return Response({"results": presentation.describe(items, request)})
@@ -133,7 +141,7 @@ class EventView(PrivateResponseMixin, CsrfForAllMixin, APIView):
         self.enforce_csrf(request)
         data = s.EventSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        product = _product(data.validated_data["product_id"])
+        product = _visible_product(data.validated_data["product_id"])
         row = history.record(request._request, product, kind=data.validated_data["kind"])
         if row is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
