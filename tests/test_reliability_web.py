@@ -12,7 +12,16 @@ import pytest
 from django.test import Client
 
 from imgrec_app.models import Interaction
+from tests.conftest import make_image_bytes, upload
 from tests.test_recommend import catalogue  # noqa: F401  (fixture)
+from tests.test_reliability_uploads import (  # noqa: F401  (staff_client is a fixture)
+    INLINE_PREFIX,
+    error_text,
+    media_files,
+    post_admin,
+    post_api,
+    staff_client,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -128,3 +137,68 @@ def test_similar_fragment_with_the_database_failing_is_an_uncached_503(catalogue
     assert response.status_code == 503
     assert response.content == b""
     assert "no-store" in response["Cache-Control"]
+
+
+# --- issue 13 §3.3: a second primary image --------------------------------------------------------
+
+
+def test_a_second_primary_upload_through_the_api_becomes_primary_and_demotes_the_old(
+    staff_client: Client, make_product: Any
+) -> None:
+    from imgrec_app.models import IndexedImage, ProductImage
+
+    product = make_product()
+    first = post_api(staff_client, product, [("a.jpg", make_image_bytes())], {"is_primary": "true"})
+    assert first.status_code == 201, first.content[:300]
+    second = post_api(staff_client, product, [("b.jpg", make_image_bytes(color=(0, 90, 200)))], {"is_primary": "true"})
+    assert second.status_code == 201, second.content[:300]
+    rows = dict(ProductImage.objects.values_list("pk", "is_primary"))
+    assert rows == {first.json()["id"]: False, second.json()["id"]: True}
+    # The index's mirror of the flag follows (shelves show the primary image).
+    mirrored = dict(IndexedImage.objects.values_list("source_id", "is_primary"))
+    assert mirrored == {str(first.json()["id"]): False, str(second.json()["id"]): True}
+
+
+def test_two_primaries_in_the_admin_inline_are_a_form_error_and_leave_no_file(
+    staff_client: Client, make_product: Any
+) -> None:
+    from imgrec_app.models import ProductImage
+
+    product = make_product()
+    before = media_files()
+    response = post_admin(
+        staff_client,
+        product,
+        [("a.jpg", make_image_bytes()), ("b.jpg", make_image_bytes())],
+        {f"{INLINE_PREFIX}-0-is_primary": "on", f"{INLINE_PREFIX}-1-is_primary": "on"},
+    )
+    assert "Only one image can be primary" in error_text("admin", response)
+    assert not ProductImage.objects.exists()
+    assert media_files() == before
+
+
+def test_a_failed_image_save_deletes_the_file_it_wrote(make_product: Any) -> None:
+    """A database error on the INSERT (here a real PostgreSQL trigger) after the file was stored."""
+    from django.contrib.contenttypes.models import ContentType
+    from django.db import DatabaseError, connection
+
+    from imgrec_app.models import ProductImage
+
+    product = make_product()
+    table = ProductImage._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION imgrec_test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
+        )
+        cursor.execute(f"CREATE TRIGGER imgrec_test_refuse BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION imgrec_test_refuse()")
+    before = media_files()
+    image = ProductImage(
+        content_type=ContentType.objects.get_for_model(product),
+        object_id=str(product.pk),
+        image=upload("a.jpg", make_image_bytes()),
+        is_primary=True,
+    )
+    with pytest.raises(DatabaseError, match="refused by the test"):
+        image.save()
+    assert media_files() == before
