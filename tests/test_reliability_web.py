@@ -202,3 +202,52 @@ def test_a_failed_image_save_deletes_the_file_it_wrote(make_product: Any) -> Non
     with pytest.raises(DatabaseError, match="refused by the test"):
         image.save()
     assert media_files() == before
+
+
+# --- issue 13 §3.4: a long non-ASCII file name on the host's own image field -----------------------
+
+
+def test_long_non_ascii_name_on_the_hosts_image_field_is_shortened_by_bytes(
+    staff_client: Client, make_product: Any
+) -> None:
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from shop_demo.catalog.models import Product
+    from tests.faults.http import multipart
+
+    product = make_product()
+    name = "商" * 85 + ".png"  # 85 characters, 259 bytes: over the filesystem's 255-byte limit
+    assert len(name.encode()) > 255 and len(name) < 100
+    fields = {
+        "name": product.name,
+        "slug": product.slug,
+        "description": "",
+        "price": str(product.price),
+        "stock": str(product.stock),
+        "published": "on",
+        "category": str(product.category_id),
+        f"{INLINE_PREFIX}-TOTAL_FORMS": "0",
+        f"{INLINE_PREFIX}-INITIAL_FORMS": "0",
+        f"{INLINE_PREFIX}-MIN_NUM_FORMS": "0",
+        f"{INLINE_PREFIX}-MAX_NUM_FORMS": "1000",
+        "_save": "Save",
+    }
+    body, ctype = multipart(fields, [("photo", name.encode(), make_image_bytes("PNG"))])
+    response = staff_client.generic("POST", f"/admin/catalog/product/{product.pk}/change/", body, ctype)
+    assert response.status_code == 302, response.content[:500]
+    stored = Product.objects.get(pk=product.pk).photo.name
+    base = stored.rsplit("/", 1)[-1]
+    assert base.endswith(".png") and base.startswith("商") and len(base.encode()) <= 200
+    assert (Path(settings.MEDIA_ROOT) / stored).is_file()
+
+
+def test_fit_filename_cuts_bytes_on_character_boundaries() -> None:
+    from imgrec_app.fields import fit_filename
+
+    assert fit_filename("photo.jpg") == "photo.jpg"
+    cut = fit_filename("dir/" + "é" * 300 + ".jpeg", max_bytes=50)
+    assert cut.startswith("dir/") and cut.endswith(".jpeg")
+    assert len(cut.split("/")[1].encode()) <= 50 and "\ufffd" not in cut
+    assert len(fit_filename("x" * 300, max_bytes=50).encode()) == 50
