@@ -225,6 +225,9 @@ _INTEGER_SETTINGS = (
     ("DEDUPE_SECONDS", 0, False),
     ("HISTORY_RETENTION_DAYS", 1, False),
     ("TRENDING_DAYS", 1, False),
+    ("SEARCH_MAX_DECODE_PIXELS", 1, False),
+    ("SEARCH_CONCURRENCY", 1, False),
+    ("SEARCH_QUEUE_SECONDS", 0, False),
 )
 # torch.device strings imgrec supports, checked without importing torch.
 _DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -341,3 +344,40 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
             )
         )
     return errors
+
+
+# Cache backends whose entries live in one process only (a throttle counted there is per process).
+_PER_PROCESS_CACHES = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
+
+
+@register(Tags.caches)
+def check_throttle_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W030: search is throttled in a per-process cache, so each web process has its own budget."""
+    if imgrec_settings.SEARCH_THROTTLE_RATE is None:
+        return []
+    alias = imgrec_settings.THROTTLE_CACHE
+    caches_setting = getattr(settings, "CACHES", {}) or {}
+    if alias not in caches_setting:
+        return [
+            Error(
+                f"{SETTING_NAME}['THROTTLE_CACHE'] = {alias!r} is not a cache alias of CACHES.",
+                hint=f"Use one of: {', '.join(caches_setting) or 'default'}.",
+                id="imgrec_app.E030",
+            )
+        ]
+    backend = caches_setting[alias].get("BACKEND", "")
+    if backend in _PER_PROCESS_CACHES:
+        return [
+            Warning(
+                f"imgrec's search throttle counts in the {alias!r} cache ({backend.rsplit('.', 1)[-1]}), "
+                "which every web process keeps for itself: with N processes, N times "
+                "SEARCH_THROTTLE_RATE searches run the model.",
+                hint="Point CACHES (or IMGREC['THROTTLE_CACHE']) at a shared cache, e.g. "
+                "django.core.cache.backends.redis.RedisCache on the shop's Redis.",
+                id="imgrec_app.W030",
+            )
+        ]
+    return []

@@ -110,6 +110,15 @@ DEFAULTS: dict[str, Any] = {
     # Search by photo: keep uploaded photos (False: embedded in memory and discarded).
     "SEARCH_STORE_UPLOADS": False,
     "SEARCH_THROTTLE_RATE": "10/min",
+    # Cache alias the search throttle counts in; use a shared cache (Redis...) with several web
+    # processes, or each process gets its own budget (check imgrec_app.W030).
+    "THROTTLE_CACHE": "default",
+    # Search photos whose decoded size (JPEG: at draft scale) is over this are refused before
+    # decoding; at most SEARCH_CONCURRENCY searches decode/embed at once per process, others wait
+    # up to SEARCH_QUEUE_SECONDS and then get a 503.
+    "SEARCH_MAX_DECODE_PIXELS": 16_000_000,
+    "SEARCH_CONCURRENCY": 2,
+    "SEARCH_QUEUE_SECONDS": 10,
     # --- uploads -------------------------------------------------------------------------------
     "ALLOWED_FORMATS": ["JPEG", "PNG", "WEBP", "GIF"],
     "MAX_UPLOAD_SIZE": 20 * 1024 * 1024,

@@ -251,3 +251,114 @@ def test_fit_filename_cuts_bytes_on_character_boundaries() -> None:
     assert cut.startswith("dir/") and cut.endswith(".jpeg")
     assert len(cut.split("/")[1].encode()) <= 50 and "\ufffd" not in cut
     assert len(fit_filename("x" * 300, max_bytes=50).encode()) == 50
+
+
+# --- issue 13 §3.5: every path that runs the model is throttled, with a memory bound on decode -----
+
+
+def _photo(name: str, data: bytes) -> Any:
+    return upload(name, data, "image/png")
+
+
+def test_the_shops_search_page_shares_the_apis_throttle(settings: Any) -> None:
+    from unittest import mock
+
+    from django.core.cache import cache
+
+    from imgrec_app.services import recommend
+
+    settings.IMGREC = {**settings.IMGREC, "SEARCH_THROTTLE_RATE": "2/min"}
+    cache.clear()
+    png = make_image_bytes("PNG", (64, 64))
+    client = Client()
+    with mock.patch.object(recommend, "search_by_photo", wraps=recommend.search_by_photo) as model_path:
+        pages = [
+            client.post("/search/photo/", {"image": _photo("q.png", png)}, REMOTE_ADDR="203.0.113.20")
+            for _ in range(3)
+        ]
+        assert [p.status_code for p in pages] == [200, 200, 429]
+        assert int(pages[2]["Retry-After"]) > 0 and b"Too many searches" in pages[2].content
+        # The same budget as the API's: the page's two searches used it up.
+        api = client.post("/api/imgrec/search/", {"image": _photo("q.png", png)}, REMOTE_ADDR="203.0.113.20")
+        assert api.status_code == 429
+        assert model_path.call_count == 2  # the throttled requests never reached the model
+
+
+@pytest.mark.parametrize("url", ["/search/photo/", "/api/imgrec/search/"])
+def test_a_search_photo_too_big_to_decode_is_refused_from_its_header(url: str) -> None:
+    import io
+    from unittest import mock
+
+    from PIL import Image
+
+    from imgrec_app.ml import preprocess
+
+    buf = io.BytesIO()
+    Image.new("RGB", (5000, 4000), (200, 30, 30)).save(buf, "PNG")  # 20 Mpx: under MAX_IMAGE_PIXELS
+    with mock.patch.object(preprocess, "load_rgb", wraps=preprocess.load_rgb) as decode:
+        response = Client().post(url, {"image": _photo("big.png", buf.getvalue())}, REMOTE_ADDR="203.0.113.21")
+    assert response.status_code in (200, 400)
+    assert "search takes photos of at most 16,000,000 pixels" in response.content.decode()
+    decode.assert_not_called()
+
+
+def test_decoded_size_counts_jpeg_draft_scale() -> None:
+    from imgrec_app.ml.preprocess import ImageInfo
+    from imgrec_app.services.throttle import decoded_pixels
+
+    assert decoded_pixels(ImageInfo("PNG", 6000, 6600, 1)) == 6000 * 6600
+    assert decoded_pixels(ImageInfo("JPEG", 6000, 4000, 1)) == 750 * 500  # 1/8 scale
+    assert decoded_pixels(ImageInfo("JPEG", 600, 400, 1)) == 600 * 400  # 1/2 would go below 256
+
+
+# --- issue 13 §3.6: the throttle is shared by every web process (the demo's Redis cache) -----------
+
+SPEND_BUDGET_IN_ANOTHER_PROCESS = """
+import json, sys
+import django
+django.setup()
+from django.test.utils import override_settings
+from django.conf import settings
+with override_settings(CACHES=json.loads(sys.argv[1]), IMGREC={**settings.IMGREC, "SEARCH_THROTTLE_RATE": "2/min"}):
+    from imgrec_app.services import throttle
+    for _ in range(2):
+        throttle.take_search_slot("203.0.113.30", now=float(sys.argv[2]))
+print("spent")
+"""
+
+
+def test_the_demos_cache_shares_the_search_budget_across_processes(settings: Any) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    from django.core.checks import Warning as CheckWarning
+
+    import shop_demo.settings as demo
+    from imgrec_app.checks import check_throttle_cache
+    from imgrec_app.services import throttle
+
+    redis_url = os.environ.get("IMGREC_TEST_REDIS_URL", settings.CELERY_BROKER_URL)
+    caches = {"default": {**demo.CACHES["default"], "LOCATION": redis_url, "KEY_PREFIX": f"t{uuid.uuid4().hex}"}}
+    settings.CACHES = caches
+    settings.IMGREC = {**settings.IMGREC, "SEARCH_THROTTLE_RATE": "2/min"}
+    assert check_throttle_cache() == []  # a shared cache: no warning
+    now = time.time()  # one instant for both processes: the same window whatever the clock does
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    out = subprocess.run(
+        [sys.executable, "-c", SPEND_BUDGET_IN_ANOTHER_PROCESS, json.dumps(caches), repr(now)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert out.returncode == 0 and "spent" in out.stdout, out.stderr[-2000:]
+    with pytest.raises(throttle.Throttled):
+        throttle.take_search_slot("203.0.113.30", now=now)
+    throttle.take_search_slot("203.0.113.31", now=now)  # another client has its own budget
+
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    (warning,) = check_throttle_cache()
+    assert isinstance(warning, CheckWarning) and warning.id == "imgrec_app.W030"
+    settings.IMGREC = {**settings.IMGREC, "SEARCH_THROTTLE_RATE": None}
+    assert check_throttle_cache() == []

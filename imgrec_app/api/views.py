@@ -12,18 +12,17 @@ from django.utils.cache import patch_cache_control, patch_vary_headers
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from imgrec_app.api import serializers as s
 from imgrec_app.api.parsers import BoundedJSONParser
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import get_product_model, get_visible_product
-from imgrec_app.services import history, presentation, recommend
+from imgrec_app.services import history, presentation, recommend, throttle
 
 
 class PrivateResponseMixin:
@@ -45,22 +44,6 @@ class CsrfForAllMixin:
 
         if request.COOKIES.get(settings.SESSION_COOKIE_NAME) or request.user.is_authenticated:
             SessionAuthentication().enforce_csrf(request)
-
-
-class SearchThrottle(SimpleRateThrottle):
-    """Per user, else per client address (REMOTE_ADDR only: a forged X-Forwarded-For cannot
-    reset it; behind a proxy, set REMOTE_ADDR from the proxy's header in the proxy layer)."""
-
-    scope = "imgrec_search"
-
-    def get_rate(self) -> str:
-        return imgrec_settings.SEARCH_THROTTLE_RATE
-
-    def get_cache_key(self, request: Request, view: Any) -> str:
-        ident = (
-            f"user-{request.user.pk}" if request.user.is_authenticated else request.META.get("REMOTE_ADDR", "unknown")
-        )
-        return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
 def _limit(request: Request) -> int:
@@ -169,7 +152,6 @@ class SearchView(PrivateResponseMixin, CsrfForAllMixin, APIView):
 
     permission_classes = [permissions.AllowAny]
     parser_classes = [MultiPartParser, FormParser]
-    throttle_classes = [SearchThrottle]
 
     @extend_schema(request={"multipart/form-data": s.SearchSerializer}, responses=s.ShelfSerializer)
     def post(self, request: Request) -> Response:
@@ -181,7 +163,15 @@ class SearchView(PrivateResponseMixin, CsrfForAllMixin, APIView):
         data.is_valid(raise_exception=True)
         limit = min(data.validated_data["limit"], imgrec_settings.MAX_LIMIT)
         try:
-            items = recommend.search_by_photo(data.validated_data["image"], limit=limit)
+            # The shared, service-level throttle and decode bound (the shop's own search pages
+            # go through the same function).
+            items = throttle.search_by_photo(request, data.validated_data["image"], limit=limit)
+        except throttle.Throttled as exc:
+            raise Throttled(wait=exc.retry_after) from exc
+        except throttle.Busy as exc:
+            response = Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            response["Retry-After"] = str(exc.retry_after)
+            return response
         except DjangoValidationError as exc:
             raise ValidationError({"image": exc.messages, "code": getattr(exc, "code", None)}) from exc
         except LookupError as exc:
