@@ -317,11 +317,18 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
         return [
             Error(
                 "imgrec needs PostgreSQL with the pgvector extension.",
-                hint="Point DATABASES['default'] at PostgreSQL (pgvector 0.7 or newer).",
+                hint="Point DATABASES['default'] at PostgreSQL (pgvector 0.8 or newer).",
                 id="imgrec_app.E020",
             )
         ]
     errors: list[CheckMessage] = []
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            row = cursor.fetchone()
+        errors += check_pgvector_version(row[0] if row else None)
+    except Exception:
+        pass  # no database to ask: the rest reports it
     try:
         from imgrec_app.services.models import configured_model
 
@@ -381,3 +388,27 @@ def check_throttle_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMe
             )
         ]
     return []
+
+
+PGVECTOR_MIN = (0, 8)
+
+
+def check_pgvector_version(version: str | None) -> list[CheckMessage]:
+    """E022: pgvector older than 0.8 has no iterative index scans (``hnsw.iterative_scan``), so
+    filtered shelves come back short.  None (extension not created yet): ``migrate`` creates it."""
+    if version is None:
+        return []
+    try:
+        parts = tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        parts = (0, 0)
+    if parts >= PGVECTOR_MIN:
+        return []
+    return [
+        Error(
+            f"pgvector {version} is installed; imgrec needs pgvector 0.8 or newer.",
+            hint="Filtered shelves rely on hnsw.iterative_scan (pgvector 0.8): upgrade the "
+            "extension (ALTER EXTENSION vector UPDATE after installing 0.8).",
+            id="imgrec_app.E022",
+        )
+    ]

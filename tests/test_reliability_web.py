@@ -362,3 +362,42 @@ def test_the_demos_cache_shares_the_search_budget_across_processes(settings: Any
     assert isinstance(warning, CheckWarning) and warning.id == "imgrec_app.W030"
     settings.IMGREC = {**settings.IMGREC, "SEARCH_THROTTLE_RATE": None}
     assert check_throttle_cache() == []
+
+
+# --- issue 13 §4: an INVALID HNSW index is rebuilt; pgvector >= 0.8 is checked ----------------------
+
+
+def test_an_invalid_hnsw_index_is_dropped_and_rebuilt() -> None:
+    from django.db import connection
+
+    from imgrec_app.services import vectors
+
+    model_id, dim = "invalid-index-test:v1", 8
+    name = vectors.ensure_hnsw_index(model_id, dim)
+
+    def state() -> tuple[int, bool] | None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT indexrelid::oid::int, indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [name])
+            return cursor.fetchone()
+
+    oid, valid = state()
+    assert valid
+    # What a failed CREATE INDEX CONCURRENTLY leaves behind (the test runs as the superuser).
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = to_regclass(%s)", [name])
+        cursor.execute("SELECT count(*) FROM pg_indexes WHERE indexname = %s", [name])
+        assert cursor.fetchone()[0] == 1  # still listed where the old code looked
+    vectors._ensured.clear()  # a new process (the cache only skips the lookup within one)
+    assert vectors.ensure_hnsw_index(model_id, dim) == name
+    new_oid, valid = state()
+    assert valid and new_oid != oid
+
+
+def test_pgvector_older_than_0_8_is_an_error_and_the_installed_one_passes() -> None:
+    from imgrec_app.checks import check_database, check_pgvector_version
+
+    (error,) = check_pgvector_version("0.7.4")
+    assert error.id == "imgrec_app.E022" and "0.8" in error.msg
+    assert check_pgvector_version("0.8.0") == [] and check_pgvector_version("1.0.1") == []
+    assert check_pgvector_version(None) == []
+    assert [m.id for m in check_database(databases=["default"]) if m.id == "imgrec_app.E022"] == []
