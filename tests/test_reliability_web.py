@@ -27,9 +27,9 @@ pytestmark = pytest.mark.django_db
 
 
 def _json_client() -> Client:
-    """A visitor with a session and its CSRF token (as a page of the shop would have)."""
+    """A visitor holding the shop's CSRF cookie (any page with a form sets it)."""
     client = Client(enforce_csrf_checks=True)
-    client.get("/")
+    client.get("/search/photo/")
     return client
 
 
@@ -401,3 +401,20 @@ def test_pgvector_older_than_0_8_is_an_error_and_the_installed_one_passes() -> N
     assert check_pgvector_version("0.8.0") == [] and check_pgvector_version("1.0.1") == []
     assert check_pgvector_version(None) == []
     assert [m.id for m in check_database(databases=["default"]) if m.id == "imgrec_app.E022"] == []
+
+
+# --- issue 13 "Also seen": a cookie-less cross-site form POST writes nothing -----------------------
+
+
+def test_a_cookieless_cross_site_form_post_to_events_is_refused(make_product: Any) -> None:
+    product = make_product()
+    attacker = Client(enforce_csrf_checks=True)  # no cookies at all: a form on another site
+    response = attacker.post("/api/imgrec/events/", {"product_id": str(product.pk), "kind": "cart"})
+    assert response.status_code == 403
+    assert not Interaction.objects.exists()
+    assert "sessionid" not in response.cookies  # no session was started for it
+    # The shop's own page gives its scripts the CSRF cookie; with the token the event counts.
+    visitor = _json_client()
+    ok = _post_json(visitor, "/api/imgrec/events/", '{"product_id": "%s"}' % product.pk)
+    assert ok.status_code == 201
+    assert Interaction.objects.count() == 1

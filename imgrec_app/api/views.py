@@ -1,6 +1,6 @@
 """DRF views: thin, they call services.  Per-visitor responses are private (``Vary: Cookie``,
-``Cache-Control: private``); every write, anonymous ones included, is CSRF-checked when it comes
-with a session."""
+``Cache-Control: private``); every write, anonymous ones included, is CSRF-checked, with or
+without a session."""
 
 from __future__ import annotations
 
@@ -36,14 +36,16 @@ class PrivateResponseMixin:
 
 
 class CsrfForAllMixin:
-    """DRF checks CSRF only for logged-in users; history writes of anonymous visitors are
-    session-bound too, so a cross-site POST must not write into them either."""
+    """DRF checks CSRF only for logged-in users; these writes are checked for every visitor.
+
+    Not only when a session cookie comes with the request: a cookie-less cross-site form POST
+    would otherwise be accepted and start a new session (issue 13, "Also seen").  A shop's page
+    always has Django's CSRF cookie to send back (``X-CSRFToken``), so its own scripts pass; a
+    client without cookies has no business writing a visitor's history (docs/DESIGN.md).
+    """
 
     def enforce_csrf(self, request: Request) -> None:
-        from django.conf import settings
-
-        if request.COOKIES.get(settings.SESSION_COOKIE_NAME) or request.user.is_authenticated:
-            SessionAuthentication().enforce_csrf(request)
+        SessionAuthentication().enforce_csrf(request)
 
 
 def _limit(request: Request) -> int:
