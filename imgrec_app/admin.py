@@ -7,13 +7,15 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.contenttypes.admin import GenericTabularInline
-from django.core.exceptions import PermissionDenied
+from django.contrib.contenttypes.forms import BaseGenericInlineFormSet
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 
 from imgrec_app.models import (
     CategoryClassifier,
@@ -26,10 +28,30 @@ from imgrec_app.models import (
 REINDEX_PERMISSION = "imgrec_app.reindex"
 
 
+class ProductImageInlineFormSet(BaseGenericInlineFormSet):
+    """Refuses two primary images in one save (which one was meant is the editor's call)."""
+
+    def clean(self) -> None:
+        super().clean()
+        primaries = [
+            form
+            for form in self.forms
+            if getattr(form, "cleaned_data", None)
+            and form.cleaned_data.get("is_primary")
+            and not form.cleaned_data.get("DELETE")
+        ]
+        if len(primaries) > 1:
+            raise ValidationError(
+                _("Only one image can be primary; %(n)d are marked primary.") % {"n": len(primaries)},
+                code="two_primaries",
+            )
+
+
 class ProductImageInline(GenericTabularInline):
     """Add to a host ``ModelAdmin.inlines`` to upload product photos through imgrec."""
 
     model = ProductImage
+    formset = ProductImageInlineFormSet
     ct_field = "content_type"
     ct_fk_field = "object_id"
     extra = 1

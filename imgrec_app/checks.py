@@ -104,7 +104,7 @@ def _check_backbone() -> list[CheckMessage]:
 
 def _check_callables() -> list[CheckMessage]:
     errors: list[CheckMessage] = []
-    for key in ("RECOMMENDABLE_PRODUCTS",):
+    for key in ("RECOMMENDABLE_PRODUCTS", "VISIBLE_PRODUCTS"):
         value = imgrec_settings.raw(key)
         if value is None:
             continue
@@ -225,6 +225,9 @@ _INTEGER_SETTINGS = (
     ("DEDUPE_SECONDS", 0, False),
     ("HISTORY_RETENTION_DAYS", 1, False),
     ("TRENDING_DAYS", 1, False),
+    ("SEARCH_MAX_DECODE_PIXELS", 1, False),
+    ("SEARCH_CONCURRENCY", 1, False),
+    ("SEARCH_QUEUE_SECONDS", 0, False),
 )
 # torch.device strings imgrec supports, checked without importing torch.
 _DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -314,11 +317,18 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
         return [
             Error(
                 "imgrec needs PostgreSQL with the pgvector extension.",
-                hint="Point DATABASES['default'] at PostgreSQL (pgvector 0.7 or newer).",
+                hint="Point DATABASES['default'] at PostgreSQL (pgvector 0.8 or newer).",
                 id="imgrec_app.E020",
             )
         ]
     errors: list[CheckMessage] = []
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            row = cursor.fetchone()
+        errors += check_pgvector_version(row[0] if row else None)
+    except Exception:
+        pass  # no database to ask: the rest reports it
     try:
         from imgrec_app.services.models import configured_model
 
@@ -341,3 +351,64 @@ def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any
             )
         )
     return errors
+
+
+# Cache backends whose entries live in one process only (a throttle counted there is per process).
+_PER_PROCESS_CACHES = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
+
+
+@register(Tags.caches)
+def check_throttle_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W030: search is throttled in a per-process cache, so each web process has its own budget."""
+    if imgrec_settings.SEARCH_THROTTLE_RATE is None:
+        return []
+    alias = imgrec_settings.THROTTLE_CACHE
+    caches_setting = getattr(settings, "CACHES", {}) or {}
+    if alias not in caches_setting:
+        return [
+            Error(
+                f"{SETTING_NAME}['THROTTLE_CACHE'] = {alias!r} is not a cache alias of CACHES.",
+                hint=f"Use one of: {', '.join(caches_setting) or 'default'}.",
+                id="imgrec_app.E030",
+            )
+        ]
+    backend = caches_setting[alias].get("BACKEND", "")
+    if backend in _PER_PROCESS_CACHES:
+        return [
+            Warning(
+                f"imgrec's search throttle counts in the {alias!r} cache ({backend.rsplit('.', 1)[-1]}), "
+                "which every web process keeps for itself: with N processes, N times "
+                "SEARCH_THROTTLE_RATE searches run the model.",
+                hint="Point CACHES (or IMGREC['THROTTLE_CACHE']) at a shared cache, e.g. "
+                "django.core.cache.backends.redis.RedisCache on the shop's Redis.",
+                id="imgrec_app.W030",
+            )
+        ]
+    return []
+
+
+PGVECTOR_MIN = (0, 8)
+
+
+def check_pgvector_version(version: str | None) -> list[CheckMessage]:
+    """E022: pgvector older than 0.8 has no iterative index scans (``hnsw.iterative_scan``), so
+    filtered shelves come back short.  None (extension not created yet): ``migrate`` creates it."""
+    if version is None:
+        return []
+    try:
+        parts = tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        parts = (0, 0)
+    if parts >= PGVECTOR_MIN:
+        return []
+    return [
+        Error(
+            f"pgvector {version} is installed; imgrec needs pgvector 0.8 or newer.",
+            hint="Filtered shelves rely on hnsw.iterative_scan (pgvector 0.8): upgrade the "
+            "extension (ALTER EXTENSION vector UPDATE after installing 0.8).",
+            id="imgrec_app.E022",
+        )
+    ]

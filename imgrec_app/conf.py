@@ -23,6 +23,11 @@ DEFAULTS: dict[str, Any] = {
     # Dotted path to a callable returning the queryset of products that may appear on shelves
     # (published, in stock, ...).  None: every product.
     "RECOMMENDABLE_PRODUCTS": None,
+    # Dotted path to a callable returning the queryset of products a visitor may see (their
+    # pages exist: published).  Events are accepted, and the similar endpoint and fragment
+    # answer, only for these; "recently viewed" and the for-you reasons name only these.
+    # None: the RECOMMENDABLE_PRODUCTS rule.
+    "VISIBLE_PRODUCTS": None,
     # How to read a product's category: a field/attribute name (``"category"``, ``"category_id"``)
     # or a dotted path to ``callable(product) -> str | None``.  None: no categories.
     "PRODUCT_CATEGORY": None,
@@ -124,6 +129,15 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_PLACEHOLDER_MIN_PRODUCTS": 3,
     # At most this many image files are opened per report (most recently indexed first).
     "HEALTH_MAX_FILES": 5000,
+    # Cache alias the search throttle counts in; use a shared cache (Redis...) with several web
+    # processes, or each process gets its own budget (check imgrec_app.W030).
+    "THROTTLE_CACHE": "default",
+    # Search photos whose decoded size (JPEG: at draft scale) is over this are refused before
+    # decoding; at most SEARCH_CONCURRENCY searches decode/embed at once per process, others wait
+    # up to SEARCH_QUEUE_SECONDS and then get a 503.
+    "SEARCH_MAX_DECODE_PIXELS": 16_000_000,
+    "SEARCH_CONCURRENCY": 2,
+    "SEARCH_QUEUE_SECONDS": 10,
     # --- uploads -------------------------------------------------------------------------------
     "ALLOWED_FORMATS": ["JPEG", "PNG", "WEBP", "GIF"],
     "MAX_UPLOAD_SIZE": 20 * 1024 * 1024,
@@ -133,7 +147,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 # Keys whose values are dotted import paths.
-IMPORT_STRINGS = {"RECOMMENDABLE_PRODUCTS"}
+IMPORT_STRINGS = {"RECOMMENDABLE_PRODUCTS", "VISIBLE_PRODUCTS"}
 
 
 class ImgrecSettings:

@@ -67,10 +67,47 @@ class ProductImageFieldFile(ImageFieldFile):
         return self._dimensions_cache
 
 
+# Filesystems limit a file name to 255 *bytes* (ext4, XFS, APFS...) while Django counts characters:
+# 85 CJK characters are 255 bytes.  Names are cut well below, leaving room for the "_abc1234"
+# Django's storage appends to a name that already exists.
+MAX_NAME_BYTES = 200
+
+
+def fit_filename(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
+    """``name`` with each path component cut to ``max_bytes`` UTF-8 bytes, keeping the extension.
+
+    Cuts on character boundaries (never half a multi-byte character); an extension longer than
+    the budget is cut too.
+    """
+    parts = name.replace("\\", "/").split("/")
+    return "/".join(_fit_component(part, max_bytes) for part in parts)
+
+
+def _fit_component(part: str, max_bytes: int) -> str:
+    if len(part.encode("utf-8")) <= max_bytes:
+        return part
+    stem, dot, ext = part.rpartition(".")
+    if not dot or not stem:
+        stem, ext = part, ""
+    suffix = f".{ext}" if ext else ""
+    if len(suffix.encode("utf-8")) > max_bytes // 2:
+        suffix = _cut(suffix, max_bytes // 2)
+    return _cut(stem, max_bytes - len(suffix.encode("utf-8"))) + suffix
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+
+
 class ProductImageField(models.ImageField):
-    """``ImageField`` whose form field is :class:`ProductImageFormField`."""
+    """``ImageField`` whose form field is :class:`ProductImageFormField`, whose dimensions are
+    read from the header with imgrec's allow-list, and whose stored names fit the filesystem's
+    byte limit (:func:`fit_filename`)."""
 
     attr_class = ProductImageFieldFile
 
     def formfield(self, **kwargs: Any) -> Any:
         return super().formfield(**{"form_class": ProductImageFormField, **kwargs})
+
+    def generate_filename(self, instance: Any, filename: str) -> str:
+        return fit_filename(super().generate_filename(instance, fit_filename(filename)))

@@ -50,16 +50,58 @@ def product_key(product: models.Model | Any) -> str:
 
 def recommendable_products() -> models.QuerySet:
     """The queryset of products allowed on shelves (the shop's rules), or all products."""
-    func = imgrec_settings.RECOMMENDABLE_PRODUCTS
+    return _rule_queryset("RECOMMENDABLE_PRODUCTS")
+
+
+def visible_products() -> models.QuerySet:
+    """The queryset of products a visitor may see (``VISIBLE_PRODUCTS``, else the shelf rule).
+
+    Anything that names a product to a visitor or takes a product id from one (events, the
+    similar endpoint and fragment, "recently viewed", for-you reasons) goes through this rule,
+    so an unpublished product is neither named nor told apart from a missing one.
+    """
+    if imgrec_settings.raw("VISIBLE_PRODUCTS") is None:
+        return recommendable_products()
+    return _rule_queryset("VISIBLE_PRODUCTS")
+
+
+def _rule_queryset(key: str) -> models.QuerySet:
+    func = getattr(imgrec_settings, key)
     model = get_product_model()
     if func is None:
         return model._default_manager.all()
     qs = func()
     if not isinstance(qs, models.QuerySet) or qs.model is not model:
-        raise ImproperlyConfigured(
-            f'IMGREC["RECOMMENDABLE_PRODUCTS"] must return a queryset of {model._meta.label}, got {qs!r}'
-        )
+        raise ImproperlyConfigured(f'IMGREC["{key}"] must return a queryset of {model._meta.label}, got {qs!r}')
     return qs
+
+
+def get_visible_product(product_id: Any) -> models.Model:
+    """The visible product with this id (as text or value).
+
+    Raises:
+        LookupError: no such product, a malformed id, or a product the visitor may not see —
+            the same error for all three, so callers cannot tell them apart.
+    """
+    from django.core.exceptions import ValidationError
+
+    model = get_product_model()
+    try:
+        pk = model._meta.pk.to_python(product_id)
+        return visible_products().get(pk=pk)
+    except (model.DoesNotExist, ValidationError, ValueError, TypeError, OverflowError):
+        raise LookupError("No such product.") from None
+
+
+def visible_rule(outer_ref: str = "object_id") -> models.Exists:
+    """``EXISTS`` (visible product whose pk = ``outer_ref``::pk type) for rows keyed by text id.
+
+    The cast is on the outer column, so each row is answered by the product's primary-key index.
+    """
+    qs = visible_products()
+    pk = qs.model._meta.pk
+    field = pk.target_field if pk.is_relation else pk
+    return models.Exists(qs.order_by().filter(pk=Cast(models.OuterRef(outer_ref), output_field=field)))
 
 
 def pk_strings(qs: models.QuerySet) -> models.QuerySet:

@@ -78,7 +78,11 @@ class ProductImage(models.Model):
             from imgrec_app.ml.preprocess import sha256_of
 
             self.file_hash = sha256_of(file)
-        super().save(*args, **kwargs)
+        from imgrec_app.services.images import save_product_image
+
+        # A new primary demotes the product's old one (same transaction); a failed save leaves
+        # no file behind.
+        save_product_image(self, lambda: super(ProductImage, self).save(*args, **kwargs))
 
 
 class IndexedImage(models.Model):

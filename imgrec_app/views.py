@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template import RequestContext, Template
 from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.views.decorators.http import require_POST
 
-from imgrec_app.hosts import get_product_model
+from imgrec_app.hosts import get_visible_product
 from imgrec_app.services import history, recommend
+
+logger = logging.getLogger(__name__)
 
 _SIMILAR = Template("{% load imgrec_tags %}{% imgrec_similar_shelf product limit=limit %}")
 _BOUGHT = Template("{% load imgrec_tags %}{% imgrec_bought_together_shelf product limit=limit %}")
@@ -22,21 +26,39 @@ def _limit(request: HttpRequest) -> int:
 
 
 def similar_fragment(request: HttpRequest, product_id: str) -> HttpResponse:
-    model = get_product_model()
+    """The similar shelf of a product the visitor may see.
+
+    A missing, malformed or hidden id is a 404 (the same for all three).  A database error is not
+    "no such product": it is an empty 503 that no cache keeps (``no-store``), so caches and
+    monitors see the outage and the lazy shelf shows nothing.
+    """
     try:
-        product = model._default_manager.get(pk=model._meta.pk.to_python(product_id))
-    except Exception:
+        product = get_visible_product(product_id)
+    except LookupError:
         raise Http404("No such product.") from None
+    except DatabaseError:
+        logger.exception("imgrec similar fragment: database error looking up product %r", product_id)
+        return _unavailable()
     return HttpResponse(_SIMILAR.render(RequestContext(request, {"product": product, "limit": _limit(request)})))
 
 
 def bought_together_fragment(request: HttpRequest, product_id: str) -> HttpResponse:
-    model = get_product_model()
+    """The bought-together shelf of a product the visitor may see (404 and 503 as for similar)."""
     try:
-        product = model._default_manager.get(pk=model._meta.pk.to_python(product_id))
-    except Exception:
+        product = get_visible_product(product_id)
+    except LookupError:
         raise Http404("No such product.") from None
+    except DatabaseError:
+        logger.exception("imgrec bought-together fragment: database error looking up product %r", product_id)
+        return _unavailable()
     return HttpResponse(_BOUGHT.render(RequestContext(request, {"product": product, "limit": _limit(request)})))
+
+
+def _unavailable() -> HttpResponse:
+    response = HttpResponse("", status=503)
+    response["Retry-After"] = "30"
+    patch_cache_control(response, no_store=True, no_cache=True, max_age=0)
+    return response
 
 
 def for_you_fragment(request: HttpRequest) -> HttpResponse:
@@ -62,12 +84,10 @@ class RecordViewMixin:
 
 def record_view(request: HttpRequest, product: Any, *, kind: str = "view") -> None:
     """Record a view from a host view; logs instead of raising."""
-    import logging
-
     try:
         history.record(request, product, kind=kind)
     except Exception:
-        logging.getLogger(__name__).exception("imgrec could not record a %s", kind)
+        logger.exception("imgrec could not record a %s", kind)
 
 
 # --- shopper controls (plain form posts; static/imgrec_app/controls.js makes them inline) -------
@@ -99,10 +119,9 @@ def not_interested_control(request: HttpRequest) -> HttpResponse:
     """POST ``product_id`` (and ``undo=1`` to take it back)."""
     from imgrec_app.services import controls
 
-    model = get_product_model()
     try:
-        product = model._default_manager.get(pk=model._meta.pk.to_python(request.POST.get("product_id", "")))
-    except Exception:
+        product = get_visible_product(request.POST.get("product_id", ""))
+    except LookupError:
         raise Http404("No such product.") from None
     if request.POST.get("undo"):
         controls.undo_not_interested(request, product)

@@ -64,7 +64,20 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# A shared cache, so imgrec's search throttle counts every web process against one budget
+# (issue 13 §3.6).  DJANGO_CACHE_URL=locmem:// gives a per-process cache (single-process use).
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+CACHE_URL = os.environ.get("DJANGO_CACHE_URL", REDIS_URL)
+if CACHE_URL.startswith("locmem:"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": "shop_demo",
+        }
+    }
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -79,7 +92,6 @@ LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
 
 # --- Celery (broker: Redis) ---------------------------------------------------------------------
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "celery"
@@ -107,6 +119,7 @@ CELERY_BEAT_SCHEDULE = {
 IMGREC = {
     "PRODUCT_MODEL": "catalog.Product",
     "RECOMMENDABLE_PRODUCTS": "shop_demo.catalog.rules.recommendable_products",
+    "VISIBLE_PRODUCTS": "shop_demo.catalog.rules.visible_products",
     "PRODUCT_CATEGORY": "category",
     "IMAGE_SOURCES": [{"model": "catalog.Product", "field": "photo", "product": "self"}],
     "TEXT_MODEL": "all-MiniLM-L6-v2",

@@ -12,3 +12,7 @@ CELERY_BROKER_URL = os.environ.get("IMGREC_TEST_REDIS_URL", REDIS_URL.rsplit("/"
 MEDIA_ROOT = os.path.join(os.environ["IMGREC_VAR_DIR"], "media")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 IMGREC = {**IMGREC, "QUEUES": {"embed": "imgrec.test.embed", "light": "imgrec.test.light"}, "TORCH_THREADS": 2}
+# The tests keep a per-process cache (tests clear it, and clearing a Redis cache would flush the
+# broker's database); tests/test_reliability_web.py runs the throttle on the demo's Redis cache.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+SILENCED_SYSTEM_CHECKS = ["imgrec_app.W030"]

@@ -23,7 +23,16 @@ def test_anonymous_visitor_gets_a_random_id_not_the_session_key(make_product):
     row = history.record(req, make_product())
     assert row.visitor_id is not None and row.user is None
     assert str(row.visitor_id) == req.session[history.VISITOR_SESSION_KEY]
-    assert str(row.visitor_id) != (req.session.session_key or "")
+    # Compare with the key the session really gets when it is saved (the unsaved key is None).
+    req.session.save()
+    key = req.session.session_key
+    assert key and key not in (str(row.visitor_id), row.visitor_id.hex)
+    assert not Interaction.objects.filter(visitor_id__isnull=False).exclude(visitor_id=row.visitor_id).exists()
+    # A second request of the same session keeps the same visitor id.
+    from django.contrib.sessions.backends.db import SessionStore
+
+    again = _request(session=SessionStore(session_key=key))
+    assert history.visitor_id(again) == row.visitor_id
 
 
 def test_repeated_views_in_the_window_count_once_but_other_kinds_count(make_product, settings):

@@ -127,13 +127,46 @@ def test_new_visitor_gets_trending_with_label(catalogue):
     assert items[0].source == "fallback:trending" and items[0].reason == "Trending now"
 
 
-def test_nearest_returns_limit_rows_with_selective_filter(catalogue):
-    products, vectors = catalogue
+def test_nearest_returns_limit_rows_with_selective_filter(make_category):
+    """More vectors than ``hnsw.ef_search`` and a filter that keeps only far ones (issue 13 §2).
+
+    A plain HNSW scan looks at ``ef_search`` (100) candidates, all from the query's cluster, and
+    the filter then drops every one of them; only pgvector's iterative scan keeps walking the
+    graph until ``limit`` rows pass.  With 60 rows (fewer than ``ef_search``) the old version of
+    this test passed with the iterative scan turned off.
+    """
+    from decimal import Decimal
+
     from shop_demo.catalog.models import Product
 
-    rare = Product.objects.filter(pk__in=[p.pk for p in products[::20]])  # 3 of 60 (5 %)
-    rows = search.nearest(vectors[1], model_id=MODEL_ID, dim=DIM, limit=3, restrict_to=rare)
-    assert {r[0] for r in rows} == {str(p.pk) for p in products[::20]}
+    near_cat, far_cat = make_category("near"), make_category("far")
+    rng = np.random.default_rng(1)
+    centers = _unit(rng.normal(size=(2, DIM)))
+    n_near, n_far = 400, 5
+    Product.objects.bulk_create(
+        [
+            Product(
+                slug=f"sel-{i}", name=f"sel {i}", price=Decimal("1.00"), stock=1,
+                category=far_cat if i < n_far else near_cat,
+            )
+            for i in range(n_near + n_far)
+        ]
+    )
+    products = list(Product.objects.filter(slug__startswith="sel-").order_by("pk"))
+    far = products[:n_far]
+    vectors = [
+        _unit(centers[1 if i < n_far else 0] + 0.1 * rng.normal(size=DIM)) for i in range(len(products))
+    ]
+    ct = ContentType.objects.get_for_model(Product)
+    ProductVector.objects.bulk_create(
+        [ProductVector(content_type=ct, object_id=str(p.pk), model_id=MODEL_ID, vector=v.tolist()) for p, v in zip(products, vectors)]
+    )
+    ensure_hnsw_index(MODEL_ID, DIM)
+    assert len(products) > 100  # more than HNSW_EF_SEARCH
+    rare = Product.objects.filter(category=far_cat)
+    query = centers[0]  # in the big cluster: the far products are the last the graph reaches
+    rows = search.nearest(query, model_id=MODEL_ID, dim=DIM, limit=n_far, restrict_to=rare)
+    assert {r[0] for r in rows} == {str(p.pk) for p in far}
 
 
 def test_viewed_together_pairs_feed_similar_products(catalogue, settings):

@@ -1,6 +1,6 @@
 """DRF views: thin, they call services.  Per-visitor responses are private (``Vary: Cookie``,
-``Cache-Control: private``); every write, anonymous ones included, is CSRF-checked when it comes
-with a session."""
+``Cache-Control: private``); every write, anonymous ones included, is CSRF-checked, with or
+without a session."""
 
 from __future__ import annotations
 
@@ -12,17 +12,17 @@ from django.utils.cache import patch_cache_control, patch_vary_headers
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from imgrec_app.api import serializers as s
+from imgrec_app.api.parsers import BoundedJSONParser
 from imgrec_app.conf import imgrec_settings
-from imgrec_app.hosts import get_product_model
-from imgrec_app.services import controls, history, presentation, recommend
+from imgrec_app.hosts import get_product_model, get_visible_product
+from imgrec_app.services import controls, history, presentation, recommend, throttle
 
 
 class PrivateResponseMixin:
@@ -36,30 +36,16 @@ class PrivateResponseMixin:
 
 
 class CsrfForAllMixin:
-    """DRF checks CSRF only for logged-in users; history writes of anonymous visitors are
-    session-bound too, so a cross-site POST must not write into them either."""
+    """DRF checks CSRF only for logged-in users; these writes are checked for every visitor.
+
+    Not only when a session cookie comes with the request: a cookie-less cross-site form POST
+    would otherwise be accepted and start a new session (issue 13, "Also seen").  A shop's page
+    always has Django's CSRF cookie to send back (``X-CSRFToken``), so its own scripts pass; a
+    client without cookies has no business writing a visitor's history (docs/DESIGN.md).
+    """
 
     def enforce_csrf(self, request: Request) -> None:
-        from django.conf import settings
-
-        if request.COOKIES.get(settings.SESSION_COOKIE_NAME) or request.user.is_authenticated:
-            SessionAuthentication().enforce_csrf(request)
-
-
-class SearchThrottle(SimpleRateThrottle):
-    """Per user, else per client address (REMOTE_ADDR only: a forged X-Forwarded-For cannot
-    reset it; behind a proxy, set REMOTE_ADDR from the proxy's header in the proxy layer)."""
-
-    scope = "imgrec_search"
-
-    def get_rate(self) -> str:
-        return imgrec_settings.SEARCH_THROTTLE_RATE
-
-    def get_cache_key(self, request: Request, view: Any) -> str:
-        ident = (
-            f"user-{request.user.pk}" if request.user.is_authenticated else request.META.get("REMOTE_ADDR", "unknown")
-        )
-        return self.cache_format % {"scope": self.scope, "ident": ident}
+        SessionAuthentication().enforce_csrf(request)
 
 
 def _limit(request: Request) -> int:
@@ -91,6 +77,12 @@ def _shelf_response(request: Request, items_for: Any, limit: int) -> Response:
     patch_vary_headers(response, ["Cookie"])
     patch_cache_control(response, private=True, no_cache=True)
     return response
+def _visible_product(product_id: Any) -> Any:
+    """A product the visitor may see; a hidden one is a 404 exactly like a missing one."""
+    try:
+        return get_visible_product(product_id)
+    except LookupError:
+        raise Http404("No such product.") from None
 
 
 def _validate_upload(file: Any) -> None:
@@ -115,7 +107,7 @@ class SimilarProductsView(APIView):
         responses=s.ShelfSerializer,
     )
     def get(self, request: Request, product_id: str) -> Response:
-        product = _product(product_id)
+        product = _visible_product(product_id)
         same = request.query_params.get("same_category", "").lower() in ("1", "true", "yes")
         return _shelf_response(
             request, lambda n: recommend.similar_products(product, limit=n, same_category=same), _limit(request)
@@ -131,7 +123,7 @@ class BoughtTogetherView(APIView):
     def get(self, request: Request, product_id: str) -> Response:
         from imgrec_app.services.bought_together import bought_together
 
-        product = _product(product_id)
+        product = _visible_product(product_id)
         return _shelf_response(request, lambda n: bought_together(product, limit=n), _limit(request))
 
 
@@ -150,13 +142,14 @@ class EventView(PrivateResponseMixin, CsrfForAllMixin, APIView):
     """Record a view, add-to-cart or purchase of the current visitor."""
 
     permission_classes = [permissions.AllowAny]
+    parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]
 
     @extend_schema(request=s.EventSerializer, responses={201: s.EventSerializer, 204: None})
     def post(self, request: Request) -> Response:
         self.enforce_csrf(request)
         data = s.EventSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        product = _product(data.validated_data["product_id"])
+        product = _visible_product(data.validated_data["product_id"])
         row = history.record(request._request, product, kind=data.validated_data["kind"])
         if row is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
@@ -184,7 +177,6 @@ class SearchView(PrivateResponseMixin, CsrfForAllMixin, APIView):
 
     permission_classes = [permissions.AllowAny]
     parser_classes = [MultiPartParser, FormParser]
-    throttle_classes = [SearchThrottle]
 
     @extend_schema(request={"multipart/form-data": s.SearchSerializer}, responses=s.ShelfSerializer)
     def post(self, request: Request) -> Response:
@@ -196,7 +188,15 @@ class SearchView(PrivateResponseMixin, CsrfForAllMixin, APIView):
         data.is_valid(raise_exception=True)
         limit = min(data.validated_data["limit"], imgrec_settings.MAX_LIMIT)
         try:
-            items = recommend.search_by_photo(data.validated_data["image"], limit=limit)
+            # The shared, service-level throttle and decode bound (the shop's own search pages
+            # go through the same function).
+            items = throttle.search_by_photo(request, data.validated_data["image"], limit=limit)
+        except throttle.Throttled as exc:
+            raise Throttled(wait=exc.retry_after) from exc
+        except throttle.Busy as exc:
+            response = Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            response["Retry-After"] = str(exc.retry_after)
+            return response
         except DjangoValidationError as exc:
             raise ValidationError({"image": exc.messages, "code": getattr(exc, "code", None)}) from exc
         except LookupError as exc:
@@ -226,6 +226,7 @@ class ReindexView(APIView):
     """Start a re-index (staff with ``imgrec_app.reindex``); a repeat returns the running one."""
 
     permission_classes = [CanReindex]
+    parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]
 
     @extend_schema(request=s.ReindexSerializer, responses={202: s.RunSerializer, 200: s.RunSerializer})
     def post(self, request: Request) -> Response:
@@ -299,7 +300,7 @@ class NotInterestedView(PrivateResponseMixin, CsrfForAllMixin, APIView):
         self.enforce_csrf(request)
         data = s.ProductRefSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        return _product(data.validated_data["product_id"])
+        return _visible_product(data.validated_data["product_id"])
 
     @extend_schema(request=s.ProductRefSerializer, responses=s.ControlsSerializer)
     def post(self, request: Request) -> Response:

@@ -18,7 +18,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from imgrec_app.conf import imgrec_settings
-from imgrec_app.hosts import product_content_type, product_key
+from imgrec_app.hosts import product_content_type, product_key, visible_rule
 from imgrec_app.models import Interaction, ShopperControl
 
 VISITOR_SESSION_KEY = "_imgrec_visitor"
@@ -66,6 +66,16 @@ def own_history(request: HttpRequest) -> QuerySet[Interaction]:
     if q is None:
         return Interaction.objects.none()
     return Interaction.objects.filter(q).order_by("-created_at", "-pk")
+
+
+def visible_history(request: HttpRequest) -> QuerySet[Interaction]:
+    """The visitor's own interactions with products they may still see, newest first.
+
+    What names products back to the visitor ("recently viewed", the for-you reasons) reads this,
+    not :func:`own_history`: a product unpublished since (or an event recorded for a hidden one)
+    is never named.
+    """
+    return own_history(request).filter(visible_rule(), content_type=product_content_type())
 
 
 _bot_re_cache: dict[str, re.Pattern[str]] = {}

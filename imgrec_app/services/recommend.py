@@ -383,7 +383,7 @@ def _dedupe_and_diversify(
 
 def _weighted_history(request: HttpRequest) -> list[tuple[str, float]]:
     rows = list(
-        history.own_history(request).values_list("object_id", "kind", "created_at")[: imgrec_settings.HISTORY_LENGTH]
+        history.visible_history(request).values_list("object_id", "kind", "created_at")[: imgrec_settings.HISTORY_LENGTH]
     )
     now = timezone.now()
     half_life = float(imgrec_settings.HISTORY_HALF_LIFE_DAYS) * 86400.0

@@ -44,11 +44,18 @@ def ensure_hnsw_index(model_id: str, dim: int, *, table: str | None = None) -> s
     if key in _ensured:
         return name
     with connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_indexes WHERE indexname = %s", [name])
-        if cursor.fetchone() is None:
+        # pg_index, not pg_indexes: a failed CREATE INDEX CONCURRENTLY leaves an INVALID index
+        # that pg_indexes lists but the planner never uses; it is dropped and built again.
+        cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [name])
+        row = cursor.fetchone()
+        concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
+        if row is not None and not row[0]:
+            logger.warning("HNSW index %s is INVALID (a failed concurrent build?): rebuilding it", name)
+            cursor.execute(f"DROP INDEX {concurrently}IF EXISTS {name}")
+            row = None
+        if row is None:
             vt = vector_type(dim)
             # CONCURRENTLY keeps writes flowing on a live shop; it cannot run in a transaction.
-            concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
             if connection.in_atomic_block:
                 # Deferred FK checks of rows written earlier in this transaction would block it.
                 cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")

@@ -177,7 +177,7 @@ def imgrec_recently_viewed(context: template.Context, limit: int = 8) -> list[An
         return []
     try:
         ids: list[str] = []
-        for obj in history.own_history(request).values_list("object_id", flat=True)[: limit * 4]:
+        for obj in history.visible_history(request).values_list("object_id", flat=True)[: limit * 4]:
             if obj not in ids:
                 ids.append(obj)
             if len(ids) >= limit:

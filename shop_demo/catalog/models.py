@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.db import models
 from django.urls import reverse
 
+from imgrec_app.fields import ProductImageField
+
 
 class Category(models.Model):
     """A shop category."""
@@ -34,7 +36,9 @@ class Product(models.Model):
     stock = models.PositiveIntegerField(default=0)
     published = models.BooleanField(default=True)
     category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="products")
-    photo = models.ImageField(upload_to="catalog/", blank=True)
+    # imgrec's field: validated from the header with imgrec's rules, names cut to fit the
+    # filesystem's byte limit (a long non-ASCII file name would otherwise be an OSError).
+    photo = ProductImageField(upload_to="catalog/", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

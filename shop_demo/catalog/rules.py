@@ -1,4 +1,5 @@
-"""The demo shop's rule for what may be recommended: published and in stock."""
+"""The demo shop's rules: what may be recommended (published and in stock) and what a visitor
+may see (published: the product page exists)."""
 
 from __future__ import annotations
 
@@ -9,3 +10,7 @@ from shop_demo.catalog.models import Product
 
 def recommendable_products() -> QuerySet[Product]:
     return Product.objects.filter(published=True, stock__gt=0)
+
+
+def visible_products() -> QuerySet[Product]:
+    return Product.objects.filter(published=True)

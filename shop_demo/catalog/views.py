@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.generic import DetailView
 
-from imgrec_app.services.recommend import search_by_photo
+from imgrec_app.services import throttle
 from imgrec_app.views import RecordViewMixin
 from shop_demo.catalog.models import Category, Product
 
@@ -44,19 +44,28 @@ class ProductDetailView(RecordViewMixin, DetailView):
 def search_photo(request: HttpRequest) -> HttpResponse:
     """Search by photo: upload an image, see products that look like it."""
     context: dict[str, Any] = {}
+    status, retry_after = 200, None
     if request.method == "POST":
         upload = request.FILES.get("image")
         if upload is None:
             context["error"] = "Choose a photo to upload."
         else:
             try:
-                context["results"] = search_by_photo(upload, limit=12)
+                # imgrec's throttled, memory-bounded search: the same budget as the API's.
+                context["results"] = throttle.search_by_photo(request, upload, limit=12)
                 context["query_photo"] = _thumbnail_data_url(upload)
+            except (throttle.Throttled, throttle.Busy) as exc:
+                context["error"] = str(exc)
+                status = 429 if isinstance(exc, throttle.Throttled) else 503
+                retry_after = exc.retry_after
             except ValidationError as exc:
                 context["error"] = " ".join(exc.messages)
             except LookupError as exc:
                 context["error"] = str(exc)
-    return render(request, "catalog/search_photo.html", context)
+    response = render(request, "catalog/search_photo.html", context, status=status)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 def _thumbnail_data_url(upload: Any, size: int = 192) -> str:
