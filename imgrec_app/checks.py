@@ -38,6 +38,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_callables()
     errors += _check_sources()
     errors += _check_values()
+    errors += _check_search()
     return errors
 
 
@@ -298,6 +299,39 @@ def _check_values() -> list[CheckMessage]:
                 hint="Use 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N' or 'mps' "
                 "(the shop demo reads it from IMGREC_DEVICE).",
                 id="imgrec_app.E012",
+            )
+        )
+    return errors
+
+
+def _check_search() -> list[CheckMessage]:
+    from imgrec_app.services.photo_search import MODES
+
+    errors: list[CheckMessage] = []
+    if imgrec_settings.SEARCH_EMBED not in MODES:
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['SEARCH_EMBED'] = {imgrec_settings.SEARCH_EMBED!r} is not one of {', '.join(MODES)}.",
+                hint="'auto' embeds search photos here when torch is installed, else on a worker.",
+                id="imgrec_app.E030",
+            )
+        )
+    timeout = imgrec_settings.SEARCH_WORKER_TIMEOUT
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 120:
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['SEARCH_WORKER_TIMEOUT'] must be a number of seconds in (0, 120], not {timeout!r}.",
+                hint=f"Default: {DEFAULTS['SEARCH_WORKER_TIMEOUT']!r}.",
+                id="imgrec_app.E030",
+            )
+        )
+    queue = imgrec_settings.SEARCH_QUEUE
+    if queue is not None and (not isinstance(queue, str) or not queue):
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['SEARCH_QUEUE'] must be a queue name or None, not {queue!r}.",
+                hint="None sends search photos to QUEUES['embed'].",
+                id="imgrec_app.E030",
             )
         )
     return errors

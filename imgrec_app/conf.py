@@ -105,6 +105,13 @@ DEFAULTS: dict[str, Any] = {
     # Search by photo: keep uploaded photos (False: embedded in memory and discarded).
     "SEARCH_STORE_UPLOADS": False,
     "SEARCH_THROTTLE_RATE": "10/min",
+    # Where a search photo is embedded: "auto" (here when torch is importable, else on a worker),
+    # "local", "worker" (a short task on SEARCH_QUEUE, answered within SEARCH_WORKER_TIMEOUT
+    # seconds, else 503) or "off" (503).  See services/photo_search.py.
+    "SEARCH_EMBED": "auto",
+    # Queue of the search task; None: QUEUES["embed"] (every model worker consumes it).
+    "SEARCH_QUEUE": None,
+    "SEARCH_WORKER_TIMEOUT": 10.0,
     # --- uploads -------------------------------------------------------------------------------
     "ALLOWED_FORMATS": ["JPEG", "PNG", "WEBP", "GIF"],
     "MAX_UPLOAD_SIZE": 20 * 1024 * 1024,

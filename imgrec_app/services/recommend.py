@@ -512,7 +512,7 @@ def search_by_photo(file: Any, *, limit: int = 8) -> list[Recommendation]:
     from django.core.exceptions import ValidationError
 
     from imgrec_app.ml.preprocess import ImageError, load_rgb
-    from imgrec_app.services.indexing import load_encoder
+    from imgrec_app.services import photo_search
     from imgrec_app.services.models import configured_model
     from imgrec_app.validators import validate_product_image
 
@@ -533,7 +533,7 @@ def search_by_photo(file: Any, *, limit: int = 8) -> list[Recommendation]:
         )
     except ImageError as exc:
         raise ValidationError(exc.message, code=exc.code) from exc
-    vec = load_encoder(ref).encode([img])[0]
+    vec = photo_search.query_vector(img, ref)  # here, or on a worker when torch is not installed
     if imgrec_settings.SEARCH_STORE_UPLOADS:
         _store_search_upload(file, info.format)
     rows = search.nearest(
