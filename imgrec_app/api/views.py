@@ -9,7 +9,7 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.utils.cache import patch_cache_control, patch_vary_headers
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import permissions, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ValidationError
@@ -20,6 +20,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from imgrec_app.api import serializers as s
+from imgrec_app.api.schema import extend_schema, use_spectacular_schema  # works whatever DEFAULT_SCHEMA_CLASS
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import get_product_model
 from imgrec_app.services import history, presentation, recommend
@@ -247,3 +248,9 @@ class ProductImagesView(APIView):
         with transaction.atomic():
             image = data.save(content_type=ContentType.objects.get_for_model(product), object_id=str(product.pk))
         return Response(s.ProductImageSerializer(image).data, status=status.HTTP_201_CREATED)
+
+
+# drf-spectacular's AutoSchema on every view of this module, whatever the host's
+# REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] (imgrec_app/api/schema.py).
+_VIEWS = [v for v in list(globals().values()) if isinstance(v, type) and issubclass(v, APIView)]
+use_spectacular_schema(*(v for v in _VIEWS if v.__module__ == __name__))

@@ -126,7 +126,9 @@ def embed_on_worker(img: Any, ref: ModelRef, *, timeout: float | None = None) ->
         raise
     except Exception as exc:
         logger.warning("imgrec search by photo: the broker cannot be reached (%s)", exc)
-        raise SearchUnavailable(_("Search by photo is unavailable right now: the task queue cannot be reached.")) from exc
+        raise SearchUnavailable(
+            _("Search by photo is unavailable right now: the task queue cannot be reached.")
+        ) from exc
     if reply is None:
         raise SearchUnavailable(
             _("Search by photo is unavailable right now: no worker answered within %(seconds)s s.")
