@@ -337,6 +337,34 @@ def _check_search() -> list[CheckMessage]:
     return errors
 
 
+@register(Tags.compatibility)
+def check_broker(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W031: the host configured no Celery broker, or it does not answer (1 s, refused at once)."""
+    from imgrec_app.services import broker
+
+    state = broker.broker_state(timeout=1.0)
+    if state == broker.NOT_CONFIGURED:
+        return [
+            Warning(
+                "No Celery broker is configured: imgrec cannot queue images, re-index runs or searches "
+                "by photo on a worker.",
+                hint="Set CELERY_BROKER_URL (e.g. 'redis://127.0.0.1:6379/0') and load your Celery app "
+                "in proj/__init__.py, as Celery's Django guide says.",
+                id="imgrec_app.W031",
+            )
+        ]
+    if state == broker.UNREACHABLE:
+        return [
+            Warning(
+                "The Celery broker does not answer: uploads stay pending until it does (the sweeper "
+                "queues them then).",
+                hint="Start it, or fix CELERY_BROKER_URL.",
+                id="imgrec_app.W031",
+            )
+        ]
+    return []
+
+
 @register(Tags.database)
 def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """With ``check --database default``: PostgreSQL, and stored vectors fit the backbone."""

@@ -97,11 +97,38 @@ class Command(BaseCommand):
             self.style.SUCCESS(f"Text vectors: {len(ids)} product(s) {'embedded' if options['sync'] else 'queued'}.")
         )
 
+    def _require_worker(self, run: Any) -> None:
+        """Fail at once, saying so, when no worker consumes the embed queue (instead of 0 %)."""
+        from imgrec_app.conf import imgrec_settings
+        from imgrec_app.services import broker
+
+        queue = imgrec_settings.QUEUES["embed"]
+        state = broker.broker_state()
+        if state != broker.OK:
+            raise CommandError(
+                f"The Celery broker is {state}: run {run.pk} cannot be processed. Its images stay "
+                "pending (the sweeper queues them once the broker answers); --sync embeds in this process."
+            )
+        if not broker.consumers([queue], timeout=2.0)[queue]:
+            raise CommandError(
+                f"No worker consumes the queue {queue!r}: run {run.pk} is queued and waits for one. Start "
+                f"a worker (celery -A proj worker -Q {queue},{imgrec_settings.QUEUES['light']}) and follow "
+                "it with imgrec_reindex --wait again, or use --sync to embed in this process."
+            )
+
     def _follow(self, run: Any, timeout: float, quiet: bool) -> None:
         deadline = time.monotonic() + timeout
+        if run.total:
+            self._require_worker(run)
+        last_done, last_change = -1, time.monotonic()
         with tqdm(total=run.total, unit="img", disable=quiet) as bar:
             while True:
                 p = reindex.run_progress(run)
+                if p.ready + p.failed != last_done:
+                    last_done, last_change = p.ready + p.failed, time.monotonic()
+                elif time.monotonic() - last_change > 30:
+                    self._require_worker(run)  # no progress for 30 s: is the worker still there?
+                    last_change = time.monotonic()
                 bar.n = p.ready + p.failed
                 bar.set_postfix(failed=p.failed, rate=f"{p.rate}/s")
                 bar.refresh()
