@@ -61,3 +61,22 @@ def consumers(queues: Iterable[str], *, timeout: float = 1.0) -> dict[str, list[
             if name in found:
                 found[name].append(worker)
     return found
+
+
+def messages_in_flight() -> int | None:
+    """Messages a worker has taken and not acknowledged yet (Redis brokers: kombu's ``unacked``
+    hash), None where the transport does not tell.  imgrec's embed tasks acknowledge late, so a
+    worker busy on one (e.g. a ``--pool solo`` worker loading the model, which cannot answer a
+    broadcast meanwhile) shows up here."""
+    if not broker_configured():
+        return None
+    try:
+        with _app().connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, timeout=1)
+            channel = conn.default_channel
+            client, key = getattr(channel, "client", None), getattr(channel, "unacked_key", None)
+            if client is None or not key:
+                return None
+            return int(client.hlen(key))
+    except Exception:
+        return None
