@@ -105,7 +105,7 @@ def _check_backbone() -> list[CheckMessage]:
 
 def _check_callables() -> list[CheckMessage]:
     errors: list[CheckMessage] = []
-    for key in ("RECOMMENDABLE_PRODUCTS",):
+    for key in ("RECOMMENDABLE_PRODUCTS", "PRODUCT_CATEGORY_FILTER"):
         value = imgrec_settings.raw(key)
         if value is None:
             continue
@@ -297,7 +297,7 @@ def _check_values() -> list[CheckMessage]:
             Error(
                 f"{SETTING_NAME}['DEVICE'] = {device!r} is not a device imgrec can use.",
                 hint="Use 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N' or 'mps' "
-                "(the shop demo reads it from IMGREC_DEVICE).",
+                "(set it in IMGREC or, per worker, in the IMGREC_DEVICE environment variable).",
                 id="imgrec_app.E012",
             )
         )
