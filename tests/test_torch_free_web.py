@@ -55,7 +55,13 @@ def test_web_process_without_torch_searches_on_a_worker_queues_uploads_and_retra
     query.write_bytes(make_image_bytes("PNG", color=(20, 30, 230), shape="box"))  # blue 0's picture
     User.objects.create_superuser("web-staff", "w@example.com", "pw")
 
-    seen = run_web_process({"query": str(query), "product": str(red[0].pk), "staff": "web-staff", "imgrec": overrides})
+    try:
+        seen = run_web_process(
+            {"query": str(query), "product": str(red[0].pk), "staff": "web-staff", "imgrec": overrides}
+        )
+    finally:  # the refused search's task waits there (until it expires): leave nothing behind
+        with celery_worker.app.connection_for_write() as conn:
+            conn.default_channel.queue_purge("imgrec.test.nobody-consumes-this")
 
     assert seen["blocked_imported"] == []
     # Search by photo: embedded on the worker, answered here.
