@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-oscar redis check lint
+.PHONY: install demo test test-oscar test-uuidshop redis check lint
 
 install: $(STAMP)
 
@@ -26,10 +26,15 @@ demo: install
 test: install redis
 	$(PYTHON) -m pytest --ignore=tests/integration $(PYTEST_ARGS)
 	$(PYTHON) -m pytest tests/integration/oscar --ds=tests.integration.oscar.settings
+	$(PYTHON) -m pytest tests/integration/uuidshop --ds=tests.integration.uuidshop.settings
 
 # The django-oscar shop runs in a pytest session of its own (one settings module per session).
 test-oscar: install redis
 	$(PYTHON) -m pytest tests/integration/oscar --ds=tests.integration.oscar.settings $(PYTEST_ARGS)
+
+# A plain shop with UUID keys and many-to-many categories, installed as the README says.
+test-uuidshop: install redis
+	$(PYTHON) -m pytest tests/integration/uuidshop --ds=tests.integration.uuidshop.settings $(PYTEST_ARGS)
 
 check: install
 	$(PYTHON) manage.py check

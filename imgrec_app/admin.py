@@ -207,17 +207,20 @@ class CategoryClassifierAdmin(admin.ModelAdmin):
 
         if request.method != "POST" or not _can_reindex(request):
             raise PermissionDenied
+        # Training runs on a worker (scikit-learn, seconds to minutes): never inside the request.
         try:
-            report = classifier.train()
+            classifier.queue_training()
         except classifier.NotEnoughData as exc:
+            messages.error(request, str(exc))
+        except classifier.TrainingNotQueued as exc:
             messages.error(request, str(exc))
         else:
             messages.success(
                 request,
-                f"Trained on {report.samples} products in {report.categories} categories: "
-                f"{report.cv_accuracy:.1%} cross-validated accuracy ({report.folds}-fold; "
-                f"majority baseline {report.baseline_accuracy:.1%}); "
-                f"{report.disagreements} disagreement(s) to review.",
+                _(
+                    "Training queued on a worker: the new classifier appears in this list, with its "
+                    "cross-validated accuracy, when it finishes (reload the page)."
+                ),
             )
         return redirect(reverse("admin:imgrec_app_categoryclassifier_changelist"))
 

@@ -38,6 +38,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_callables()
     errors += _check_sources()
     errors += _check_values()
+    errors += _check_search()
     return errors
 
 
@@ -104,7 +105,7 @@ def _check_backbone() -> list[CheckMessage]:
 
 def _check_callables() -> list[CheckMessage]:
     errors: list[CheckMessage] = []
-    for key in ("RECOMMENDABLE_PRODUCTS", "VISIBLE_PRODUCTS"):
+    for key in ("RECOMMENDABLE_PRODUCTS", "VISIBLE_PRODUCTS", "PRODUCT_CATEGORY_FILTER"):
         value = imgrec_settings.raw(key)
         if value is None:
             continue
@@ -299,11 +300,72 @@ def _check_values() -> list[CheckMessage]:
             Error(
                 f"{SETTING_NAME}['DEVICE'] = {device!r} is not a device imgrec can use.",
                 hint="Use 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N' or 'mps' "
-                "(the shop demo reads it from IMGREC_DEVICE).",
+                "(set it in IMGREC or, per worker, in the IMGREC_DEVICE environment variable).",
                 id="imgrec_app.E012",
             )
         )
     return errors
+
+
+def _check_search() -> list[CheckMessage]:
+    from imgrec_app.services.photo_search import MODES
+
+    errors: list[CheckMessage] = []
+    if imgrec_settings.SEARCH_EMBED not in MODES:
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['SEARCH_EMBED'] = {imgrec_settings.SEARCH_EMBED!r} is not one of {', '.join(MODES)}.",
+                hint="'auto' embeds search photos here when torch is installed, else on a worker.",
+                id="imgrec_app.E040",
+            )
+        )
+    timeout = imgrec_settings.SEARCH_WORKER_TIMEOUT
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 120:
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['SEARCH_WORKER_TIMEOUT'] must be a number of seconds in (0, 120], not {timeout!r}.",
+                hint=f"Default: {DEFAULTS['SEARCH_WORKER_TIMEOUT']!r}.",
+                id="imgrec_app.E040",
+            )
+        )
+    queue = imgrec_settings.SEARCH_QUEUE
+    if queue is not None and (not isinstance(queue, str) or not queue):
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['SEARCH_QUEUE'] must be a queue name or None, not {queue!r}.",
+                hint="None sends search photos to QUEUES['embed'].",
+                id="imgrec_app.E040",
+            )
+        )
+    return errors
+
+
+@register(Tags.compatibility)
+def check_broker(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W031: the host configured no Celery broker, or it does not answer (1 s, refused at once)."""
+    from imgrec_app.services import broker
+
+    state = broker.broker_state(timeout=1.0)
+    if state == broker.NOT_CONFIGURED:
+        return [
+            Warning(
+                "No Celery broker is configured: imgrec cannot queue images, re-index runs or searches "
+                "by photo on a worker.",
+                hint="Set CELERY_BROKER_URL (e.g. 'redis://127.0.0.1:6379/0') and load your Celery app "
+                "in proj/__init__.py, as Celery's Django guide says.",
+                id="imgrec_app.W031",
+            )
+        ]
+    if state == broker.UNREACHABLE:
+        return [
+            Warning(
+                "The Celery broker does not answer: uploads stay pending until it does (the sweeper "
+                "queues them then).",
+                hint="Start it, or fix CELERY_BROKER_URL.",
+                id="imgrec_app.W031",
+            )
+        ]
+    return []
 
 
 @register(Tags.database)

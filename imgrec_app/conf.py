@@ -8,6 +8,7 @@ that names the setting.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,11 @@ DEFAULTS: dict[str, Any] = {
     # How to read a product's category: a field/attribute name (``"category"``, ``"category_id"``)
     # or a dotted path to ``callable(product) -> str | None``.  None: no categories.
     "PRODUCT_CATEGORY": None,
+    # Dotted path to ``callable(product) -> Q`` over the product model selecting the products of
+    # the same category, for categories that are not one plain field (a many-to-many, a tree):
+    # "same category" shelves and fallbacks then filter inside SQL.  None: PRODUCT_CATEGORY's
+    # field when it is one, else no same-category filter.
+    "PRODUCT_CATEGORY_FILTER": None,
     # Extra image sources: existing host models whose image field should be indexed, e.g.
     # ``{"model": "catalogue.ProductImage", "field": "original", "product": "product"}``.
     "IMAGE_SOURCES": [],
@@ -42,7 +48,8 @@ DEFAULTS: dict[str, Any] = {
     # "auto": serve a new backbone's vectors as soon as its backfill is complete;
     # "manual": keep serving the old ones until ``imgrec_switch_model`` is run.
     "MODEL_SWITCH": "auto",
-    # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...; when IMGREC has no "DEVICE",
+    # the IMGREC_DEVICE environment variable of the worker process is used.
     "DEVICE": "auto",
     "BATCH_SIZE": 32,
     # CPU threads for torch in a worker; None: torch's default (one per core).
@@ -138,6 +145,13 @@ DEFAULTS: dict[str, Any] = {
     "SEARCH_MAX_DECODE_PIXELS": 16_000_000,
     "SEARCH_CONCURRENCY": 2,
     "SEARCH_QUEUE_SECONDS": 10,
+    # Where a search photo is embedded: "auto" (here when torch is importable, else on a worker),
+    # "local", "worker" (a short task on SEARCH_QUEUE, answered within SEARCH_WORKER_TIMEOUT
+    # seconds, else 503) or "off" (503).  See services/photo_search.py.
+    "SEARCH_EMBED": "auto",
+    # Queue of the search task; None: QUEUES["embed"] (every model worker consumes it).
+    "SEARCH_QUEUE": None,
+    "SEARCH_WORKER_TIMEOUT": 10.0,
     # --- uploads -------------------------------------------------------------------------------
     "ALLOWED_FORMATS": ["JPEG", "PNG", "WEBP", "GIF"],
     "MAX_UPLOAD_SIZE": 20 * 1024 * 1024,
@@ -146,8 +160,12 @@ DEFAULTS: dict[str, Any] = {
     "UPLOAD_TO": "imgrec/products/",
 }
 
+# Keys read from an environment variable when the IMGREC dict does not set them, so that one
+# settings file serves GPU and CPU workers (``IMGREC_DEVICE=cuda celery -A proj worker ...``).
+ENV_FALLBACKS = {"DEVICE": "IMGREC_DEVICE"}
+
 # Keys whose values are dotted import paths.
-IMPORT_STRINGS = {"RECOMMENDABLE_PRODUCTS", "VISIBLE_PRODUCTS"}
+IMPORT_STRINGS = {"RECOMMENDABLE_PRODUCTS", "VISIBLE_PRODUCTS", "PRODUCT_CATEGORY_FILTER"}
 
 
 class ImgrecSettings:
@@ -175,7 +193,10 @@ class ImgrecSettings:
         """The setting as written (dotted paths not imported)."""
         if attr not in self.defaults:
             raise AttributeError(f"Invalid imgrec setting: {attr!r}")
-        return self.user_settings.get(attr, self.defaults[attr])
+        user = self.user_settings
+        if attr not in user and attr in ENV_FALLBACKS and os.environ.get(ENV_FALLBACKS[attr]):
+            return os.environ[ENV_FALLBACKS[attr]]
+        return user.get(attr, self.defaults[attr])
 
 
 def import_from_string(value: str, setting_name: str) -> Callable[..., Any]:

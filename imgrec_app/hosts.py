@@ -143,6 +143,23 @@ def category_field_lookup() -> str | None:
     return field.name
 
 
+def same_category_filter(product: models.Model) -> models.Q | None:
+    """``IMGREC["PRODUCT_CATEGORY_FILTER"](product)``: a Q selecting the products of the same
+    category (applied in SQL), or None when the setting is not used."""
+    func = imgrec_settings.PRODUCT_CATEGORY_FILTER
+    if func is None:
+        return None
+    q = func(product)
+    if not isinstance(q, models.Q):
+        raise ImproperlyConfigured(f'IMGREC["PRODUCT_CATEGORY_FILTER"] must return a Q object, got {q!r}')
+    return q
+
+
+def category_in_sql() -> bool:
+    """Whether "same category" can be filtered inside SQL (a filter callable or a plain field)."""
+    return imgrec_settings.PRODUCT_CATEGORY_FILTER is not None or category_field_lookup() is not None
+
+
 @dataclass(frozen=True)
 class ImageSource:
     """A model + file field whose files imgrec indexes, and how to reach the product from a row."""

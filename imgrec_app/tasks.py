@@ -143,3 +143,24 @@ def refresh_bought_together() -> int:
     from imgrec_app.services.bought_together import refresh
 
     return refresh()
+
+
+@shared_task(name="imgrec.embed_query", ignore_result=True)
+def embed_query(payload: dict[str, Any]) -> str:
+    """Embed the photo of a search by photo sent by a web process without torch; the vector goes
+    back on the broker to the reply queue the web process waits on (services/photo_search.py)."""
+    from imgrec_app.services import photo_search
+
+    return photo_search.answer_query(payload)
+
+
+@shared_task(name="imgrec.train_classifier", ignore_result=True)
+def train_classifier(folds: int = 5) -> dict[str, Any]:
+    """Train the category classifier (the admin's "Retrain"); never inside a web request."""
+    from imgrec_app.services import classifier
+
+    try:
+        return classifier.train(folds=folds).__dict__
+    except classifier.NotEnoughData as exc:
+        logger.warning("imgrec classifier not trained: %s", exc)
+        return {"error": str(exc)}

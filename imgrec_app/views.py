@@ -70,7 +70,7 @@ def for_you_fragment(request: HttpRequest) -> HttpResponse:
 
 class RecordViewMixin:
     """For a host's product ``DetailView``: records the view of ``self.object`` (never fails the
-    page).  Add ``kind = "view"`` to change the event kind."""
+    page).  Set ``record_kind = "cart"`` (or ``"purchase"``) to change the event kind."""
 
     record_kind = "view"
 

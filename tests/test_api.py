@@ -93,7 +93,7 @@ def test_openapi_schema_is_served_and_lists_endpoints(client):
     assert r.status_code == 200
     paths = r.json()["paths"]
     for p in ["/products/{product_id}/similar/", "/recommendations/", "/events/", "/history/", "/search/", "/status/", "/reindex/"]:
-        assert p in paths
+        assert "/api/imgrec" + p in paths  # with the mount prefix: tests/test_api_schema.py
 
 
 def test_staff_can_upload_a_product_image_and_bad_files_leave_nothing(client, make_product):

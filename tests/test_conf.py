@@ -92,3 +92,17 @@ def test_bad_import_string_names_the_setting(settings: Any, path: str) -> None:
     message = str(info.value)
     assert "IMGREC['RECOMMENDABLE_PRODUCTS']" in message
     assert repr(path) in message
+
+
+def test_device_falls_back_to_the_imgrec_device_environment_variable(settings, monkeypatch):
+    """Issue 14, point 4: ``IMGREC_DEVICE=cuda celery ... worker`` works in any host project."""
+    from imgrec_app.conf import imgrec_settings
+
+    monkeypatch.setenv("IMGREC_DEVICE", "cuda:1")
+    settings.IMGREC = {k: v for k, v in settings.IMGREC.items() if k != "DEVICE"}
+    assert imgrec_settings.DEVICE == "cuda:1"
+    settings.IMGREC = {**settings.IMGREC, "DEVICE": "cpu"}  # the setting wins over the variable
+    assert imgrec_settings.DEVICE == "cpu"
+    monkeypatch.delenv("IMGREC_DEVICE")
+    settings.IMGREC = {k: v for k, v in settings.IMGREC.items() if k != "DEVICE"}
+    assert imgrec_settings.DEVICE == "auto"

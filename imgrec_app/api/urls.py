@@ -1,9 +1,9 @@
 """API URLs; mount with ``path("api/imgrec/", include("imgrec_app.api.urls"))``."""
 
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView
 
 from imgrec_app.api import views
+from imgrec_app.api.schema import ImgrecSchemaView
 
 app_name = "imgrec_api"
 
@@ -20,5 +20,5 @@ urlpatterns = [
     path("search/", views.SearchView.as_view(), name="search"),
     path("status/", views.StatusView.as_view(), name="status"),
     path("reindex/", views.ReindexView.as_view(), name="reindex"),
-    path("schema/", SpectacularAPIView.as_view(urlconf="imgrec_app.api.urls"), name="schema"),
+    path("schema/", ImgrecSchemaView.as_view(), name="schema"),
 ]

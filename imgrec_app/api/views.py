@@ -9,7 +9,7 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.utils.cache import patch_cache_control, patch_vary_headers
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import permissions, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import Throttled, ValidationError
@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from imgrec_app.api import serializers as s
 from imgrec_app.api.parsers import BoundedJSONParser
+from imgrec_app.api.schema import extend_schema, use_spectacular_schema  # works whatever DEFAULT_SCHEMA_CLASS
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import get_product_model, get_visible_product
 from imgrec_app.services import controls, history, presentation, recommend, throttle
@@ -329,3 +330,7 @@ class PauseView(PrivateResponseMixin, CsrfForAllMixin, APIView):
         self.enforce_csrf(request)
         controls.resume(request._request)
         return _controls_state(request)
+# drf-spectacular's AutoSchema on every view of this module, whatever the host's
+# REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] (imgrec_app/api/schema.py).
+_VIEWS = [v for v in list(globals().values()) if isinstance(v, type) and issubclass(v, APIView)]
+use_spectacular_schema(*(v for v in _VIEWS if v.__module__ == __name__))

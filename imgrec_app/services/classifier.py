@@ -27,6 +27,38 @@ class NotEnoughData(ValueError):
     """Too few categorised products to train (at least 2 categories with 2 products each)."""
 
 
+class TrainingNotQueued(RuntimeError):
+    """The training task could not be sent (the broker is unreachable)."""
+
+
+def queue_training(*, folds: int = 5) -> None:
+    """Train on a worker (task ``imgrec.train_classifier`` on the embed queue, whose workers have
+    the ``[worker]`` extra and so scikit-learn): the admin's "Retrain" never trains in a request.
+
+    Raises:
+        NotEnoughData: nothing is indexed yet (checked here, so the admin can say so at once).
+        TrainingNotQueued: the broker cannot be reached.
+    """
+    from celery import current_app
+
+    from imgrec_app.conf import imgrec_settings
+
+    if serving_model() is None:
+        raise NotEnoughData("No product vectors yet: index images first.")
+    try:
+        current_app.send_task(
+            "imgrec.train_classifier",
+            kwargs={"folds": folds},
+            queue=imgrec_settings.QUEUES["embed"],
+            ignore_result=True,
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0.2},
+        )
+    except Exception as exc:
+        logger.warning("imgrec could not queue classifier training: %s", exc)
+        raise TrainingNotQueued(f"Training could not be queued: the task queue cannot be reached ({exc}).") from exc
+
+
 @dataclass(frozen=True)
 class TrainingReport:
     """What a training run found."""

@@ -186,8 +186,18 @@ def publish(image_ids: Sequence[int], *, chunk_size: int | None = None) -> int:
                 len(image_ids) - start,
                 exc,
             )
+            _due_for_sweeper(image_ids[start:])
             break
     return sent
+
+
+def _due_for_sweeper(image_ids: Sequence[int]) -> None:
+    """Mark images whose task could not be sent: the sweeper's next run queues them (it takes
+    pending images without ``queued_at`` at once, not only after ``STUCK_AFTER``)."""
+    try:
+        IndexedImage.objects.filter(pk__in=list(image_ids), status=Status.PENDING).update(queued_at=None)
+    except Exception:  # the database is down too: STUCK_AFTER still brings them back
+        logger.warning("imgrec could not mark %s unqueued image(s) for the sweeper", len(image_ids), exc_info=True)
 
 
 # --- processing -------------------------------------------------------------------------------

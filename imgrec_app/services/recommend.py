@@ -24,12 +24,14 @@ from django.utils import timezone
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import (
     category_field_lookup,
+    category_in_sql,
     get_product_model,
     pk_strings,
     product_category,
     product_content_type,
     product_key,
     recommendable_products,
+    same_category_filter,
 )
 from imgrec_app.models import CoView, Interaction
 from imgrec_app.services import history, search
@@ -97,8 +99,10 @@ def _rules(*, same_category_as: Any = None, price_band: float | None = None, pro
     qs = recommendable_products()
     if same_category_as is not None:
         lookup = category_field_lookup()
-        category = product_category(same_category_as)
-        if lookup and category is not None:
+        same = same_category_filter(same_category_as)
+        if same is not None:  # a many-to-many or a tree: as a pk subquery, so joins add no duplicates
+            qs = qs.filter(pk__in=qs.model._default_manager.filter(same).values("pk"))
+        elif lookup and (category := product_category(same_category_as)) is not None:
             qs = qs.filter(**{lookup: category})
     if price_band and product is not None and getattr(product, "price", None) is not None:
         price = float(product.price)
@@ -149,7 +153,7 @@ def _fallback(*, limit: int, exclude: set[str], restrict: QuerySet, category_of:
                 items.append(Recommendation(obj, score, reason, source))
 
     # "Same category" can only be filtered in SQL when the category is a plain field.
-    if category_of is not None and category_field_lookup() is not None:
+    if category_of is not None and category_in_sql():
         same = _rules(same_category_as=category_of)
         same = same & restrict if restrict is not None else same
         add(
@@ -512,7 +516,7 @@ def search_by_photo(file: Any, *, limit: int = 8) -> list[Recommendation]:
     from django.core.exceptions import ValidationError
 
     from imgrec_app.ml.preprocess import ImageError, load_rgb
-    from imgrec_app.services.indexing import load_encoder
+    from imgrec_app.services import photo_search
     from imgrec_app.services.models import configured_model
     from imgrec_app.validators import validate_product_image
 
@@ -533,7 +537,7 @@ def search_by_photo(file: Any, *, limit: int = 8) -> list[Recommendation]:
         )
     except ImageError as exc:
         raise ValidationError(exc.message, code=exc.code) from exc
-    vec = load_encoder(ref).encode([img])[0]
+    vec = photo_search.query_vector(img, ref)  # here, or on a worker when torch is not installed
     if imgrec_settings.SEARCH_STORE_UPLOADS:
         _store_search_upload(file, info.format)
     rows = search.nearest(

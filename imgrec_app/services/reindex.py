@@ -15,7 +15,7 @@ from django.utils import timezone
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import image_sources, product_key
 from imgrec_app.models import ImageEmbedding, IndexedImage, ReindexRun
-from imgrec_app.services import indexing
+from imgrec_app.services import broker, indexing
 from imgrec_app.services.models import configured_model, serving_model
 
 logger = logging.getLogger(__name__)
@@ -226,6 +226,7 @@ def index_status() -> dict[str, Any]:
         "images": IndexedImage.objects.status_counts(),
         "embeddings_by_model": by_model,
         "failures_by_reason": failures,
+        "broker": broker.broker_state(),
         "queue_depth": queue_depth(),
         "backfill_remaining": None if serving and serving.model_id == ref.model_id else _remaining(ref.model_id),
     }
@@ -238,11 +239,14 @@ def _remaining(model_id: str) -> int:
 
 
 def queue_depth() -> dict[str, int | None]:
-    """Messages waiting in imgrec's queues (Redis brokers), None where it cannot be read."""
+    """Messages waiting in imgrec's queues (Redis brokers), None where it cannot be read; empty
+    when the host configured no broker (Celery's default ``amqp://localhost`` is not asked)."""
     from celery import current_app
     from kombu.exceptions import ChannelError
 
     depths: dict[str, int | None] = {}
+    if not broker.broker_configured():
+        return depths
     for name in imgrec_settings.QUEUES.values():
         try:
             with current_app.connection_for_read() as conn:

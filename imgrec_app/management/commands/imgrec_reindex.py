@@ -10,6 +10,11 @@ from tqdm import tqdm
 
 from imgrec_app.services import reindex
 
+# Seconds after queueing before --wait asks whether a worker works on the run, and between two
+# such questions while the run makes no progress.
+WORKER_GRACE = 20.0
+STALL_RECHECK = 60.0
+
 
 class Command(BaseCommand):
     help = (
@@ -97,11 +102,61 @@ class Command(BaseCommand):
             self.style.SUCCESS(f"Text vectors: {len(ids)} product(s) {'embedded' if options['sync'] else 'queued'}.")
         )
 
+    def _require_broker(self, run: Any) -> None:
+        from imgrec_app.services import broker
+
+        state = broker.broker_state()
+        if state != broker.OK:
+            raise CommandError(
+                f"The Celery broker is {state}: run {run.pk} cannot be processed. Its images stay "
+                "pending (the sweeper queues them once the broker answers); --sync embeds in this process."
+            )
+
+    def _require_worker(self, run: Any, depth_before: int | None) -> int | None:
+        """Fail, saying so, when nothing shows a worker on the embed queue: none of the run's
+        images is being processed, the queue did not get shorter since the last look, no task is
+        held unacknowledged, and no worker answers a broadcast (2 s).  A ``--pool solo`` worker
+        busy loading the model cannot answer, but holds its task.  Returns the queue depth now."""
+        from imgrec_app.conf import imgrec_settings
+        from imgrec_app.models import IndexedImage
+        from imgrec_app.services import broker
+
+        queue = imgrec_settings.QUEUES["embed"]
+        depth = reindex.queue_depth().get(queue)
+        if IndexedImage.objects.filter(run=run, status=IndexedImage.Status.PROCESSING).exists():
+            return depth
+        if depth is not None and depth_before is not None and depth < depth_before:
+            return depth
+        if broker.messages_in_flight():
+            return depth
+        if not broker.consumers([queue], timeout=2.0)[queue]:
+            raise CommandError(
+                f"No worker consumes the queue {queue!r}: run {run.pk} is queued and waits for one. Start "
+                f"a worker (celery -A proj worker -Q {queue},{imgrec_settings.QUEUES['light']}) and follow "
+                "it with imgrec_reindex --wait again, or use --sync to embed in this process."
+            )
+        return depth
+
     def _follow(self, run: Any, timeout: float, quiet: bool) -> None:
+        from imgrec_app.conf import imgrec_settings
+
         deadline = time.monotonic() + timeout
+        if run.total:
+            self._require_broker(run)
+        # Ask whether a worker is there once the run had time to start, and again whenever it
+        # stops moving, instead of showing 0 % forever.
+        check_at = time.monotonic() + WORKER_GRACE
+        last_done = -1
+        depth = reindex.queue_depth().get(imgrec_settings.QUEUES["embed"]) if run.total else None
         with tqdm(total=run.total, unit="img", disable=quiet) as bar:
             while True:
                 p = reindex.run_progress(run)
+                if p.ready + p.failed != last_done:
+                    last_done = p.ready + p.failed
+                    check_at = time.monotonic() + (WORKER_GRACE if last_done == 0 else STALL_RECHECK)
+                elif not p.finished and time.monotonic() > check_at:
+                    depth = self._require_worker(run, depth)
+                    check_at = time.monotonic() + STALL_RECHECK
                 bar.n = p.ready + p.failed
                 bar.set_postfix(failed=p.failed, rate=f"{p.rate}/s")
                 bar.refresh()

@@ -35,6 +35,13 @@ class Command(BaseCommand):
             self.stdout.write("Failures by reason:")
             for reason, n in sorted(status["failures_by_reason"].items()):
                 self.stdout.write(f"  {reason:<20} {n}")
+        if status["broker"] == "not configured":
+            self.stdout.write(
+                "Broker: not configured (set CELERY_BROKER_URL and load your Celery app: "
+                "nothing is queued or indexed until then)"
+            )
+            return
+        self.stdout.write(f"Broker: {status['broker']}")
         self.stdout.write("Queue depth:")
         for queue, n in status["queue_depth"].items():
             self.stdout.write(f"  {queue:<20} {'unreachable' if n is None else n}")

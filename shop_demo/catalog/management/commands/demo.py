@@ -24,6 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--addr", default="127.0.0.1:8000", help="Address of the web server (default: 127.0.0.1:8000).")
         parser.add_argument("--no-index-wait", action="store_true", help="Do not wait for indexing before printing the URLs.")
         parser.add_argument("--exit-after-index", action="store_true", help="Stop everything once indexing is done (for scripts).")
+        parser.add_argument("--empty", action="store_true", help="Leave an empty shop empty (tests).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._check_redis()
@@ -31,10 +32,12 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         from shop_demo.catalog.models import Product
 
-        if not Product.objects.exists():
+        if not options["empty"] and not Product.objects.exists():
             self.stdout.write("Empty shop: loading the demo catalogue...")
             call_command("seed_demo")
         password = self._demo_users()
+        # SIGTERM (docker stop, systemd) stops the demo like Ctrl-C does.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         children = self._start_children(options["addr"])
         try:
             if not options["no_index_wait"]:
@@ -59,7 +62,11 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             self.stdout.write("\nStopping...")
         finally:
+            # A second Ctrl-C must not cut the shutdown short (and leave processes behind).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             self._stop(children)
+        self.stdout.write("Stopped.")
 
     def _train_classifier(self) -> None:
         try:
@@ -120,22 +127,35 @@ class Command(BaseCommand):
         queues = ",".join([*imgrec_settings.QUEUES.values(), "celery"])
         schedule = os.path.join(str(settings.VAR_DIR), "celerybeat-schedule")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # Each child in a session of its own: the terminal's Ctrl-C (SIGINT to the whole
+        # foreground process group) reaches only this command, which then stops the children in
+        # order.  Before, the children died of the same signal first and the command reported
+        # "a demo process stopped unexpectedly".
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "shop_demo", "worker", "-B", "-s", schedule,
              "-Q", queues, "--concurrency", "1", "-l", "warning"],
             env=env,
+            start_new_session=True,
         )
         web = subprocess.Popen(
-            [sys.executable, "manage.py", "runserver", addr, "--noreload"], env=env, cwd=str(settings.BASE_DIR)
+            [sys.executable, "manage.py", "runserver", addr, "--noreload"],
+            env=env,
+            cwd=str(settings.BASE_DIR),
+            start_new_session=True,
         )
         return [worker, web]
 
     def _stop(self, children: list[subprocess.Popen]) -> None:
+        # SIGINT, not SIGTERM: both runserver and the Celery worker exit through Python's normal
+        # shutdown on it, so their atexit hooks (the embedded PostgreSQL's handle) run.
         for child in children:
             if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
+                child.send_signal(signal.SIGINT)
         for child in children:
             try:
                 child.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 child.kill()
+                child.wait()
+        # The embedded server stops with its last user (this process, at exit); a child that
+        # had to be killed is forgotten first (imgrec_app.contrib.embedded_db).
