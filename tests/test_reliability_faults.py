@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -438,7 +439,7 @@ def worker_process(
     ContentType.objects.clear_cache()
     started: list[WorkerProcess] = []
 
-    def start(**overrides: Any) -> WorkerProcess:
+    def start(env: dict[str, str] | None = None, **overrides: Any) -> WorkerProcess:
         imgrec = {**FAULT_IMGREC, "QUEUES": FAULT_QUEUES, **overrides}
         settings.IMGREC = {**settings.IMGREC, **imgrec}
         _purge(celery_app_real)
@@ -448,6 +449,7 @@ def worker_process(
             media_root=settings.MEDIA_ROOT,
             database=connection.settings_dict,
             log_path=tmp_path / "worker.log",
+            env=env,
         )
         started.append(worker)
         return worker.start()
@@ -534,3 +536,116 @@ def test_postgres_restarted_mid_batch_is_retried_and_completes(
     assert {pk: at for pk, at in _ready(ids).items() if pk in done_before} == done_before
     one_vector_each(ids)
     assert "transient error" in worker.log() and "retrying in" in worker.log()
+
+
+# --- issue 13 §1: an image is never ready without its product's vector --------------------------------
+
+
+def _refresh_failing_once(error: BaseException) -> Any:
+    """``refresh_product_vectors`` that raises ``error`` on its first call (the old window:
+    images written ready, product vectors not yet), then works."""
+    real = indexing.refresh_product_vectors
+    calls: list[int] = []
+
+    def refresh(pairs: Any, model_id: str) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise error
+        return real(pairs, model_id)
+
+    return mock.patch.object(indexing, "refresh_product_vectors", refresh)
+
+
+def _on_shelves(products: list[Any]) -> None:
+    model_id = configured_model().model_id
+    for p in products:
+        assert tracked(p).status == Status.READY, p.pk
+        assert ProductVector.objects.filter(object_id=str(p.pk), model_id=model_id, modality="image").count() == 1, p.pk
+    assert indexing.products_missing_vectors(model_id) == []
+
+
+@pytest.mark.django_db
+def test_database_error_at_the_product_vector_write_is_retried_and_the_products_are_on_shelves(
+    fault_backbone: Any, make_product: Any
+) -> None:
+    """Issue 13 §1: an OperationalError where the product vectors are written.  The sub-batch's
+    statuses, image vectors and product vectors are one transaction, so the error leaves the
+    images claimed (not ``ready``), the task retries and every product gets its vector."""
+    from django.db import OperationalError
+
+    with mock.patch.object(indexing, "publish"):
+        with transaction.atomic():
+            products = [photo_product(make_product, colour_png(i)) for i in range(3)]
+    ids = [tracked(p).pk for p in products]
+    with _refresh_failing_once(OperationalError("server closed the connection unexpectedly (injected)")):
+        result = embed_images.apply(args=[ids])  # apply() runs the retry eagerly
+    assert result.successful(), result.traceback
+    _on_shelves(products)
+    one_vector_each(ids)
+
+
+@pytest.mark.django_db
+def test_crash_at_the_product_vector_write_writes_nothing_and_the_sweeper_finishes_it(
+    fault_backbone: Any, make_product: Any
+) -> None:
+    """Issue 13 §1: the task dies (an error that is not retried) where the product vectors are
+    written: no image of the sub-batch is ``ready`` and none has a vector; the sweeper queues
+    them again and they end on shelves."""
+    with mock.patch.object(indexing, "publish"):
+        with transaction.atomic():
+            products = [photo_product(make_product, colour_png(i)) for i in range(3)]
+    ids = [tracked(p).pk for p in products]
+    with _refresh_failing_once(RuntimeError("the worker died here (injected)")):
+        result = embed_images.apply(args=[ids])
+    assert result.failed()
+    assert not IndexedImage.objects.filter(pk__in=ids, status=Status.READY).exists()
+    assert not ImageEmbedding.objects.filter(image_id__in=ids).exists()
+    with mock.patch.object(indexing, "publish") as publish:
+        assert indexing.sweep_stuck(older_than=timedelta(0))["requeued"] == 3
+    (requeued,), _ = publish.call_args
+    assert embed_images.apply(args=[requeued]).successful()
+    _on_shelves(products)
+
+
+@pytest.mark.django_db
+def test_sweeper_writes_missing_product_vectors_and_status_counts_them(
+    fault_backbone: Any, make_product: Any
+) -> None:
+    """The reconciliation: ready images whose product has no vector (data written before the
+    one-transaction write, or a failed refresh after a move) are repaired by the sweeper;
+    ``imgrec_status`` shows how many there are."""
+    with mock.patch.object(indexing, "publish"):
+        products = [photo_product(make_product, colour_png(i)) for i in range(2)]
+    indexing.process_images([tracked(p).pk for p in products])
+    ProductVector.objects.filter(object_id=str(products[0].pk)).delete()
+    out = io.StringIO()
+    call_command("imgrec_status", stdout=out)
+    assert "Products missing a vector: 1" in out.getvalue()
+    out = io.StringIO()
+    call_command("imgrec_sweep", stdout=out)
+    assert "1 missing product vector(s) written" in out.getvalue()
+    _on_shelves(products)
+    out = io.StringIO()
+    call_command("imgrec_status", stdout=out)
+    assert "Products missing a vector: 0" in out.getvalue()
+
+
+@pytest.mark.worker
+def test_worker_killed_at_the_product_vector_write_leaves_every_product_on_shelves(
+    worker_process: Callable[..., WorkerProcess], make_product: Any, tmp_path: Path
+) -> None:
+    """Issue 13 §1 with a real worker: the pool child SIGKILLs itself inside the write window
+    (when it starts writing product vectors, tests/faults/windows.py).  Its transaction dies
+    with it, the message is redelivered, and every product ends ready *and* on shelves —
+    before, the images were committed ready first and their products never got a vector."""
+    flag = tmp_path / "kill-at-refresh"
+    flag.touch()
+    worker = worker_process(BATCH_SIZE=2, TASK_BATCH_SIZE=8, env={"IMGREC_FAULT_KILL_AT_REFRESH": str(flag)})
+    with transaction.atomic():
+        products = [photo_product(make_product, colour_png(i)) for i in range(4)]
+    ids = [tracked(p).pk for p in products]
+    wait_for(lambda: "exited with 'signal 9 (SIGKILL)'" in worker.log(), timeout=120)
+    wait_for(lambda: settled(ids), timeout=120)
+    assert not flag.exists() and worker.log().count("exited with 'signal 9 (SIGKILL)'") == 1
+    _on_shelves(products)
+    one_vector_each(ids)

@@ -10,6 +10,7 @@ is still the one it read (a stale task never overwrites a newer file's vector).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import re
@@ -20,14 +21,14 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import Case, F, Func, IntegerField, Q, Value, When
 from django.utils import timezone
 
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import ImageSource, get_image_source, sources_for_model
 from imgrec_app.ml.preprocess import ImageError, load_rgb
-from imgrec_app.models import ImageEmbedding, IndexedImage, ProductImage
+from imgrec_app.models import ImageEmbedding, IndexedImage, ProductImage, ProductVector
 from imgrec_app.services.models import ModelRef, configured_model, sync_serving_model
 from imgrec_app.services.vectors import ensure_hnsw_index, refresh_product_vectors
 
@@ -377,15 +378,12 @@ def process_images(image_ids: Sequence[int], *, reclaim: bool = False, greedy: b
     ensure_hnsw_index(ref.model_id, ref.dim)
     batch = max(1, int(imgrec_settings.BATCH_SIZE))
     workers = max(1, int(imgrec_settings.DECODE_WORKERS))
-    touched: set[tuple[int, str]] = set()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgrec-decode") as pool:
         # Decoding runs ahead in the pool while the model works on the previous batch.
         futures: list[Future[_Work]] = [pool.submit(_prepare, _Work(image), encoder) for image in images]
         for start in range(0, len(futures), batch):
             works = [f.result() for f in futures[start : start + batch]]
             _encode_and_write(works, encoder, ref, summary)
-            touched |= {(w.image.content_type_id, w.image.object_id) for w in works}
-    refresh_product_vectors(touched, ref.model_id)
     sync_serving_model()
     return summary
 
@@ -403,7 +401,36 @@ def load_encoder(ref: ModelRef) -> Any:
     )
 
 
+@dataclass
+class _Result:
+    """What one image's work produced, before it is written."""
+
+    image: IndexedImage
+    status: str
+    vector: np.ndarray | None = None
+    labels: list = field(default_factory=list)
+    file_hash: str = ""
+    reason: str = ""
+    detail: str = ""
+    reused: bool = False
+
+
 def _encode_and_write(works: list[_Work], encoder: Any, ref: ModelRef, summary: BatchSummary) -> None:
+    """Embed one sub-batch and write its results (see :func:`write_results`)."""
+    results = _encode(works, encoder, ref)
+    written = {r.image.pk for r in write_results(results, ref.model_id)}
+    for r in results:
+        if r.image.pk not in written:
+            summary.skipped += r.status == Status.READY
+        elif r.status == Status.READY:
+            summary.ready += 1
+            summary.reused += r.reused
+        else:
+            summary.failed[r.reason] = summary.failed.get(r.reason, 0) + 1
+            logger.info("imgrec image %s failed: %s (%s)", r.image.pk, r.reason, r.detail)
+
+
+def _encode(works: list[_Work], encoder: Any, ref: ModelRef) -> list[_Result]:
     # The same file (same hash) already embedded by this model: reuse its vector.
     known = {
         e.file_hash: e
@@ -424,27 +451,86 @@ def _encode_and_write(works: list[_Work], encoder: Any, ref: ModelRef, summary: 
                 errors[work.image.pk] = ImageError(result.errors[row], "The model could not embed it.")
             else:
                 vectors[work.image.pk] = (result.vectors[row], result.labels[row])
+    results = []
     for work in works:
         image = work.image
-        if work.error is not None:
-            _finish_failed(image, work.error.code, work.error.message, summary)
+        error = work.error or errors.get(image.pk)
+        if error is not None:
+            results.append(_Result(image, Status.FAILED, reason=error.code, detail=error.message))
             continue
         if work.reuse is not None:
             vec, labels = np.asarray(work.reuse.vector, dtype=np.float32), work.reuse.labels
-        elif image.pk in errors:
-            _finish_failed(image, errors[image.pk].code, errors[image.pk].message, summary)
-            continue
         else:
             vec, labels = vectors[image.pk]
         problem = vector_problem(vec, ref.dim)
         if problem:
-            _finish_failed(image, "bad_vector", problem, summary)
+            results.append(_Result(image, Status.FAILED, reason="bad_vector", detail=problem))
             continue
-        if _finish_ready(image, vec, labels, work.file_hash, ref.model_id):
-            summary.ready += 1
-            summary.reused += work.reuse is not None
-        else:
-            summary.skipped += 1
+        results.append(
+            _Result(image, Status.READY, vec, list(labels or []), work.file_hash, reused=work.reuse is not None)
+        )
+    return results
+
+
+def _vector_text(vec: np.ndarray) -> str:
+    return "[" + ",".join(map(str, np.asarray(vec, dtype=np.float32).tolist())) + "]"
+
+
+def write_results(results: Sequence[_Result], model_id: str) -> list[_Result]:
+    """Write a sub-batch's results in ONE transaction: the statuses (one ``UPDATE … FROM
+    (VALUES …)`` that only matches rows still ``processing`` at the revision this task read),
+    the vectors of the rows it matched (one ``INSERT … ON CONFLICT``) and their products'
+    vectors and labels.  An image is never ``ready`` without its product's vector (issue 13 §1):
+    if anything here fails, nothing of the sub-batch is written and the images stay claimed.
+
+    Returns:
+        The results that were written (stale ones — image deleted, replaced or re-queued
+        meanwhile — are dropped).
+    """
+    if not results:
+        return []
+    ii, ie = IndexedImage._meta.db_table, ImageEmbedding._meta.db_table
+    rows, params = [], []
+    for r in results:
+        rows.append("(%s::bigint, %s::integer, %s::varchar, %s::varchar, %s::varchar, %s::text)")
+        params += [r.image.pk, r.image.revision, r.status, r.file_hash, r.reason[:40], r.detail[:2000]]
+    by_pk = {r.image.pk: r for r in results}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {ii} AS i
+               SET status = v.status,
+                   file_hash = CASE WHEN v.status = 'ready' THEN v.file_hash ELSE i.file_hash END,
+                   indexed_at = CASE WHEN v.status = 'ready' THEN now() ELSE i.indexed_at END,
+                   failure_reason = v.reason, failure_detail = v.detail, updated_at = now()
+              FROM (VALUES {", ".join(rows)}) AS v(id, revision, status, file_hash, reason, detail)
+             WHERE i.id = v.id AND i.revision = v.revision AND i.status = 'processing'
+            RETURNING i.id, i.content_type_id, i.object_id
+            """,
+            params,
+        )
+        matched = cursor.fetchall()
+        ready = [(pk, ct, obj) for pk, ct, obj in matched if by_pk[pk].status == Status.READY]
+        if ready:
+            cursor.execute(
+                f"""
+                INSERT INTO {ie} (image_id, model_id, vector, file_hash, labels, created_at)
+                SELECT t.id, %s, t.vec::vector, t.hash, t.labels::jsonb, now()
+                  FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS t(id, vec, hash, labels)
+                ON CONFLICT (image_id, model_id) DO UPDATE
+                   SET vector = EXCLUDED.vector, file_hash = EXCLUDED.file_hash, labels = EXCLUDED.labels
+                """,
+                [
+                    model_id,
+                    [pk for pk, _, _ in ready],
+                    [_vector_text(by_pk[pk].vector) for pk, _, _ in ready],
+                    [by_pk[pk].file_hash for pk, _, _ in ready],
+                    [json.dumps(by_pk[pk].labels) for pk, _, _ in ready],
+                ],
+            )
+            # The products' vectors (and labels) in the same transaction.
+            refresh_product_vectors({(ct, obj) for _, ct, obj in ready}, model_id)
+    return [by_pk[pk] for pk, _, _ in matched]
 
 
 def vector_problem(vec: np.ndarray, dim: int) -> str:
@@ -462,40 +548,6 @@ def vector_problem(vec: np.ndarray, dim: int) -> str:
 def is_usable_vector(vec: np.ndarray, dim: int) -> bool:
     """A vector is stored only if it has the model's size, is finite and is not zero."""
     return not vector_problem(vec, dim)
-
-
-def _finish_ready(image: IndexedImage, vec: np.ndarray, labels: list, file_hash: str, model_id: str) -> bool:
-    """Store a vector if the image still has the revision this task read; True if stored."""
-    with transaction.atomic():
-        current = (
-            IndexedImage.objects.select_for_update()
-            .filter(pk=image.pk, revision=image.revision, status=Status.PROCESSING)
-            .first()
-        )
-        if current is None:
-            return False  # deleted, replaced or re-queued meanwhile: this result is stale
-        ImageEmbedding.objects.update_or_create(
-            image=current,
-            model_id=model_id,
-            defaults={"vector": vec.tolist(), "file_hash": file_hash, "labels": labels},
-        )
-        IndexedImage.objects.filter(pk=image.pk).update(
-            status=Status.READY,
-            file_hash=file_hash,
-            indexed_at=timezone.now(),
-            failure_reason="",
-            failure_detail="",
-        )
-    return True
-
-
-def _finish_failed(image: IndexedImage, code: str, detail: str, summary: BatchSummary) -> None:
-    updated = IndexedImage.objects.filter(pk=image.pk, revision=image.revision, status=Status.PROCESSING).update(
-        status=Status.FAILED, failure_reason=code, failure_detail=detail[:2000]
-    )
-    if updated:
-        summary.failed[code] = summary.failed.get(code, 0) + 1
-        logger.info("imgrec image %s failed: %s (%s)", image.pk, code, detail)
 
 
 def release(image_ids: Sequence[int]) -> int:
@@ -549,11 +601,71 @@ def delete_orphan_files(*, older_than: timedelta | None = None) -> int:
     return deleted
 
 
+def products_missing_vectors(model_id: str, *, limit: int | None = None) -> list[tuple[int, str]]:
+    """Products with a ``ready`` image embedded by ``model_id`` but no product vector of it.
+
+    Results are written with their product vector in one transaction, so this should stay
+    empty; the sweeper repairs whatever it finds (data written before that, or a product
+    refresh after a move or delete that failed after its commit).
+    """
+    ii, ie, pv = IndexedImage._meta.db_table, ImageEmbedding._meta.db_table, ProductVector._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT DISTINCT i.content_type_id, i.object_id
+              FROM {ii} i JOIN {ie} e ON e.image_id = i.id AND e.model_id = %s
+             WHERE i.status = 'ready'
+               AND NOT EXISTS (SELECT 1 FROM {pv} p
+                                WHERE p.content_type_id = i.content_type_id
+                                  AND p.object_id = i.object_id AND p.model_id = %s)
+             ORDER BY 1, 2
+            """
+            + (" LIMIT %s" if limit else ""),
+            [model_id, model_id] + ([limit] if limit else []),
+        )
+        return [(ct, obj) for ct, obj in cursor.fetchall()]
+
+
+def _vector_models() -> list[str]:
+    """The serving model, then the configured one (during a backfill they differ)."""
+    from imgrec_app.services.models import serving_model
+
+    serving = serving_model()
+    ids = [serving.model_id] if serving else []
+    configured = configured_model().model_id
+    return ids + ([configured] if configured not in ids else [])
+
+
+def missing_product_vector_count() -> int:
+    """How many products lack a product vector of the serving (or configured) model although
+    they have a ready image embedded by it (``imgrec_status`` shows it; the sweeper repairs)."""
+    return sum(len(products_missing_vectors(m)) for m in _vector_models())
+
+
+def reconcile_product_vectors(*, chunk_size: int = 500) -> int:
+    """Write the missing product vectors :func:`products_missing_vectors` finds; returns how many."""
+    fixed = 0
+    for model_id in _vector_models():
+        while True:
+            pairs = products_missing_vectors(model_id, limit=chunk_size)
+            if not pairs:
+                break
+            written = refresh_product_vectors(pairs, model_id)
+            fixed += written
+            if written < len(pairs):  # should not happen; never loop forever
+                break
+    if fixed:
+        logger.warning("imgrec wrote %s missing product vector(s)", fixed)
+    return fixed
+
+
 def sweep_stuck(*, older_than: timedelta | None = None, publish_now: bool = True) -> dict[str, int]:
     """Queue again images stuck in pending/processing; give up on ones that kill workers.
 
+    Also writes product vectors that are missing (:func:`reconcile_product_vectors`).
+
     Returns:
-        Counts: ``requeued`` and ``worker_lost``.
+        Counts: ``requeued``, ``worker_lost`` and ``reconciled`` (product vectors written).
     """
     age = older_than if older_than is not None else timedelta(seconds=imgrec_settings.STUCK_AFTER)
     cutoff = timezone.now() - age
@@ -573,4 +685,4 @@ def sweep_stuck(*, older_than: timedelta | None = None, publish_now: bool = True
     IndexedImage.objects.filter(pk__in=ids).update(status=Status.PENDING, queued_at=timezone.now())
     if ids and publish_now:
         publish(ids)
-    return {"requeued": len(ids), "worker_lost": lost}
+    return {"requeued": len(ids), "worker_lost": lost, "reconciled": reconcile_product_vectors()}
