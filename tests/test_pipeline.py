@@ -152,6 +152,23 @@ def test_stale_result_is_discarded(make_product, add_image):
     assert tracked.status == Status.PENDING and tracked.revision == 2
 
 
+@pytest.mark.django_db
+def test_result_of_a_claim_taken_over_is_dropped(make_product, add_image):
+    """A claim whose rows another claim took over (its worker was thought dead) writes nothing."""
+    product = make_product()
+    image = add_image(product)
+    tracked = IndexedImage.objects.get(source_id=str(image.pk), source="imgrec_app.productimage.image")
+    claimed = indexing.claim([tracked.pk], model_id=configured_model().model_id)[0]
+    IndexedImage.objects.filter(pk=tracked.pk).update(claim_token=claimed.claim_token + 1)  # taken over
+    vec = np.ones(1280, dtype=np.float32) / np.sqrt(1280)
+    result = indexing._Result(claimed, Status.READY, vec, [], "hash")
+    assert indexing.write_results([result], configured_model().model_id, token=claimed.claim_token) == []
+    assert not ImageEmbedding.objects.filter(image=tracked).exists()
+    assert indexing.write_results([result], configured_model().model_id, token=claimed.claim_token + 1) == [result]
+    assert ProductVector.objects.filter(object_id=str(product.pk)).count() == 1
+    indexing.end_claim(claimed.claim_token)
+
+
 def test_bad_vectors_are_never_usable():
     ok = np.ones(4, dtype=np.float32) / 2
     assert indexing.is_usable_vector(ok, 4)

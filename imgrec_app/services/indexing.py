@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import re
+import secrets
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,8 +22,8 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from django.db import connection, models, transaction
-from django.db.models import Case, F, Func, IntegerField, Q, Value, When
+from django.db import DatabaseError, connection, models, transaction
+from django.db.models import F, Func, IntegerField, Q
 from django.utils import timezone
 
 from imgrec_app.conf import imgrec_settings
@@ -187,8 +188,18 @@ def publish(image_ids: Sequence[int], *, chunk_size: int | None = None) -> int:
                 len(image_ids) - start,
                 exc,
             )
+            _mark_unpublished(list(image_ids[start:]))
             break
     return sent
+
+
+def _mark_unpublished(image_ids: list[int]) -> None:
+    """Remember that these pending images were never queued: the sweeper publishes them again
+    after ``REPUBLISH_AFTER`` seconds instead of ``STUCK_AFTER``."""
+    try:
+        IndexedImage.objects.filter(pk__in=image_ids, status=Status.PENDING).update(publish_failed_at=timezone.now())
+    except DatabaseError:
+        logger.warning("imgrec could not mark %s image(s) unpublished", len(image_ids), exc_info=True)
 
 
 # --- processing -------------------------------------------------------------------------------
@@ -203,6 +214,15 @@ class BatchSummary:
     reused: int = 0
     failed: dict[str, int] = field(default_factory=dict)
     skipped: int = 0
+
+    def add(self, other: BatchSummary) -> BatchSummary:
+        self.claimed += other.claimed
+        self.ready += other.ready
+        self.reused += other.reused
+        self.skipped += other.skipped
+        for code, n in other.failed.items():
+            self.failed[code] = self.failed.get(code, 0) + n
+        return self
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -223,72 +243,142 @@ class _Work:
     reuse: ImageEmbedding | None = None
 
 
+# A claim is live while its worker holds a session-level advisory lock on its token.  When the
+# worker process dies (SIGKILL, OOM, lost machine), its connection closes and Postgres drops the
+# lock: rows still ``processing`` under a token nobody holds belong to a dead claim.
+_HELD_TOKENS = (
+    "SELECT (l.classid::bigint << 32) | l.objid::bigint FROM pg_locks l"
+    " WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+def _dead_claim_sql() -> str:
+    table = IndexedImage._meta.db_table
+    return (
+        f'("{table}"."status" = \'processing\' AND "{table}"."claim_token" IS NOT NULL'
+        f' AND "{table}"."claim_token" NOT IN ({_HELD_TOKENS}))'
+    )
+
+
+def _lock_token(token: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [token])
+
+
+def _unlock_token(token: int) -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [token])
+    except DatabaseError:
+        pass  # the connection is gone, and the lock with it
+
+
+def dead_claims(*, limit: int | None = None) -> list[int]:
+    """Images still ``processing`` whose worker died (nobody holds their claim's lock)."""
+    qs = IndexedImage.objects.filter(status=Status.PROCESSING).extra(where=[_dead_claim_sql()]).order_by("pk")
+    ids = qs.values_list("pk", flat=True)
+    return list(ids[:limit] if limit else ids)
+
+
 def claim(image_ids: Sequence[int], *, model_id: str, extra: int = 0, reclaim: bool = False) -> list[IndexedImage]:
-    """Atomically mark images ``processing`` and return them; rows others hold are skipped.
+    """Atomically mark images ``processing`` under a new claim and return them; rows other
+    deliveries hold are skipped (``SKIP LOCKED`` while they claim, the status afterwards).
+
+    The caller's connection holds a session-level advisory lock on the claim's token until
+    :func:`release_claim` or :func:`end_claim`: that is how a dead worker's claim is told from a
+    live one (:func:`dead_claims`).
 
     Args:
         image_ids: the images a task was given.
         model_id: the model that will embed them.
         extra: also claim up to this many other pending images (greedy batching).
-        reclaim: take rows already ``processing`` too (a retried or redelivered task).
+        reclaim: also take rows of *dead* claims (a retried or redelivered task, or a task
+            recovering what a killed worker left); live claims are never taken over.
     """
-    now = timezone.now()
-    statuses = [Status.PENDING] + ([Status.PROCESSING] if reclaim else [])
-    # Images claimed together share ``started_at``.  A row taken back from a delivery that died
-    # keeps that stamp, so :func:`with_batch_mates` still finds the rest of its batch after
-    # another death (a poison image redelivered again and again).
-    stamp = Case(When(status=Status.PROCESSING, started_at__isnull=False, then=F("started_at")), default=Value(now))
-    with transaction.atomic():
-        ids = list(
-            IndexedImage.objects.select_for_update(skip_locked=True)
-            .filter(pk__in=list(image_ids), status__in=statuses)
-            .values_list("pk", flat=True)
-        )
-        if extra > 0:
-            ids += list(
-                IndexedImage.objects.select_for_update(skip_locked=True)
-                .filter(status=Status.PENDING, attempts=0)
-                .exclude(pk__in=ids)
-                .order_by("queued_at", "pk")
-                .values_list("pk", flat=True)[:extra]
+    token = secrets.randbits(62) + 1
+    _lock_token(token)  # before any row carries the token: a claim is never seen dead while alive
+    try:
+        with transaction.atomic():
+            own = IndexedImage.objects.select_for_update(skip_locked=True).filter(pk__in=list(image_ids))
+            if reclaim:
+                table = IndexedImage._meta.db_table
+                own = own.extra(where=[f'("{table}"."status" = \'pending\' OR {_dead_claim_sql()})'])
+            else:
+                own = own.filter(status=Status.PENDING)
+            ids = list(own.values_list("pk", flat=True))
+            if extra > 0:
+                ids += list(
+                    IndexedImage.objects.select_for_update(skip_locked=True)
+                    .filter(status=Status.PENDING, attempts=0)
+                    .exclude(pk__in=ids)
+                    .order_by("queued_at", "pk")
+                    .values_list("pk", flat=True)[:extra]
+                )
+            IndexedImage.objects.filter(pk__in=ids).update(
+                status=Status.PROCESSING,
+                started_at=timezone.now(),
+                claim_token=token,
+                publish_failed_at=None,
+                model_id=model_id,
+                attempts=F("attempts") + 1,
             )
-        IndexedImage.objects.filter(pk__in=ids).update(
-            status=Status.PROCESSING,
-            started_at=stamp if reclaim else Value(now),
-            model_id=model_id,
-            attempts=F("attempts") + 1,
-        )
+    except BaseException:
+        _unlock_token(token)
+        raise
+    if not ids:
+        _unlock_token(token)
+        return []
     return list(IndexedImage.objects.filter(pk__in=ids).order_by("pk"))
 
 
-def with_batch_mates(image_ids: Sequence[int]) -> list[int]:
-    """These images plus the unfinished ones claimed in the same batch (greedy batching puts
-    images of other tasks in a batch; if the worker died or the batch must be retried, only this
-    task comes back, and it must take them back too — or they would wait for the sweeper)."""
-    ids = list(image_ids)
-    stamps = set(IndexedImage.objects.filter(pk__in=ids, started_at__isnull=False).values_list("started_at", flat=True))
-    if not stamps:
-        return ids
-    mates = IndexedImage.objects.filter(started_at__in=stamps, status__in=[Status.PENDING, Status.PROCESSING]).exclude(
-        pk__in=ids
-    )
-    return ids + sorted(mates.values_list("pk", flat=True))
+def release_claim(token: int) -> int:
+    """Put a claim's unfinished images back to ``pending`` after a transient error (database,
+    broker); the attempt does not count against ``MAX_ATTEMPTS``.  Returns how many."""
+    try:
+        return IndexedImage.objects.filter(claim_token=token, status=Status.PROCESSING).update(
+            status=Status.PENDING, queued_at=timezone.now(), attempts=F("attempts") - 1
+        )
+    except DatabaseError:
+        return 0  # the database is down: the claim is dead now, the next task takes it over
+
+
+def end_claim(token: int) -> None:
+    """Drop the claim's lock.  Rows it left ``processing`` (a crash) are then a dead claim."""
+    _unlock_token(token)
 
 
 def give_up_on_lost(image_ids: Sequence[int]) -> int:
-    """Mark ``failed: worker_lost`` the images whose processing killed the worker
-    ``MAX_ATTEMPTS`` times (they are still ``processing`` when their task is redelivered)."""
+    """Mark ``failed: worker_lost`` the images of dead claims that were claimed ``MAX_ATTEMPTS``
+    times (the worker died each time: a poison image must not kill workers forever)."""
     max_attempts = imgrec_settings.MAX_ATTEMPTS
-    lost = IndexedImage.objects.filter(
-        pk__in=list(image_ids), status=Status.PROCESSING, attempts__gte=max_attempts
-    ).update(
-        status=Status.FAILED,
-        failure_reason="worker_lost",
-        failure_detail=f"The worker died while processing this image {max_attempts} times.",
+    lost = (
+        IndexedImage.objects.filter(pk__in=list(image_ids), attempts__gte=max_attempts)
+        .extra(where=[_dead_claim_sql()])
+        .update(
+            status=Status.FAILED,
+            failure_reason="worker_lost",
+            failure_detail=f"The worker died while processing this image {max_attempts} times.",
+        )
     )
     if lost:
         logger.warning("imgrec gave up on %s image(s) that killed the worker %s times", lost, max_attempts)
     return lost
+
+
+def recover_dead_claims(*, limit: int | None = None) -> BatchSummary:
+    """Take over what killed workers left ``processing``, one image at a time (so a poison image
+    only takes itself down); images that already killed ``MAX_ATTEMPTS`` workers end
+    ``failed: worker_lost``.  Every embedding task does this first, so a killed worker's batch
+    — claimed under any task's name — is redone by the next task (issue 13 §3.1)."""
+    total = BatchSummary()
+    ids = dead_claims(limit=limit)
+    if not ids:
+        return total
+    give_up_on_lost(ids)
+    for image_id in ids:
+        total.add(process_images([image_id], reclaim=True, greedy=False))
+    return total
 
 
 class VectorSizeMismatch(RuntimeError):
@@ -375,15 +465,22 @@ def process_images(image_ids: Sequence[int], *, reclaim: bool = False, greedy: b
     summary = BatchSummary(claimed=len(images), skipped=max(0, len(set(image_ids)) - len(images)))
     if not images:
         return summary
-    ensure_hnsw_index(ref.model_id, ref.dim)
-    batch = max(1, int(imgrec_settings.BATCH_SIZE))
-    workers = max(1, int(imgrec_settings.DECODE_WORKERS))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgrec-decode") as pool:
-        # Decoding runs ahead in the pool while the model works on the previous batch.
-        futures: list[Future[_Work]] = [pool.submit(_prepare, _Work(image), encoder) for image in images]
-        for start in range(0, len(futures), batch):
-            works = [f.result() for f in futures[start : start + batch]]
-            _encode_and_write(works, encoder, ref, summary)
+    token = images[0].claim_token
+    try:
+        ensure_hnsw_index(ref.model_id, ref.dim)
+        batch = max(1, int(imgrec_settings.BATCH_SIZE))
+        workers = max(1, int(imgrec_settings.DECODE_WORKERS))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgrec-decode") as pool:
+            # Decoding runs ahead in the pool while the model works on the previous batch.
+            futures: list[Future[_Work]] = [pool.submit(_prepare, _Work(image), encoder) for image in images]
+            for start in range(0, len(futures), batch):
+                works = [f.result() for f in futures[start : start + batch]]
+                _encode_and_write(works, encoder, ref, summary, token)
+    except DatabaseError:
+        release_claim(token)  # transient: back to pending for the task's retry
+        raise
+    finally:
+        end_claim(token)  # anything else left processing is a dead claim, recovered at once
     sync_serving_model()
     return summary
 
@@ -415,10 +512,12 @@ class _Result:
     reused: bool = False
 
 
-def _encode_and_write(works: list[_Work], encoder: Any, ref: ModelRef, summary: BatchSummary) -> None:
+def _encode_and_write(
+    works: list[_Work], encoder: Any, ref: ModelRef, summary: BatchSummary, token: int | None
+) -> None:
     """Embed one sub-batch and write its results (see :func:`write_results`)."""
     results = _encode(works, encoder, ref)
-    written = {r.image.pk for r in write_results(results, ref.model_id)}
+    written = {r.image.pk for r in write_results(results, ref.model_id, token=token)}
     for r in results:
         if r.image.pk not in written:
             summary.skipped += r.status == Status.READY
@@ -476,12 +575,14 @@ def _vector_text(vec: np.ndarray) -> str:
     return "[" + ",".join(map(str, np.asarray(vec, dtype=np.float32).tolist())) + "]"
 
 
-def write_results(results: Sequence[_Result], model_id: str) -> list[_Result]:
+def write_results(results: Sequence[_Result], model_id: str, *, token: int | None = None) -> list[_Result]:
     """Write a sub-batch's results in ONE transaction: the statuses (one ``UPDATE … FROM
     (VALUES …)`` that only matches rows still ``processing`` at the revision this task read),
     the vectors of the rows it matched (one ``INSERT … ON CONFLICT``) and their products'
     vectors and labels.  An image is never ``ready`` without its product's vector (issue 13 §1):
     if anything here fails, nothing of the sub-batch is written and the images stay claimed.
+    With ``token``, only rows still held by that claim are written (a claim taken over after
+    its worker was thought dead never writes over the new one's results).
 
     Returns:
         The results that were written (stale ones — image deleted, replaced or re-queued
@@ -505,9 +606,10 @@ def write_results(results: Sequence[_Result], model_id: str) -> list[_Result]:
                    failure_reason = v.reason, failure_detail = v.detail, updated_at = now()
               FROM (VALUES {", ".join(rows)}) AS v(id, revision, status, file_hash, reason, detail)
              WHERE i.id = v.id AND i.revision = v.revision AND i.status = 'processing'
+               AND (%s::bigint IS NULL OR i.claim_token = %s::bigint)
             RETURNING i.id, i.content_type_id, i.object_id
             """,
-            params,
+            params + [token, token],
         )
         matched = cursor.fetchall()
         ready = [(pk, ct, obj) for pk, ct, obj in matched if by_pk[pk].status == Status.READY]
@@ -548,13 +650,6 @@ def vector_problem(vec: np.ndarray, dim: int) -> str:
 def is_usable_vector(vec: np.ndarray, dim: int) -> bool:
     """A vector is stored only if it has the model's size, is finite and is not zero."""
     return not vector_problem(vec, dim)
-
-
-def release(image_ids: Sequence[int]) -> int:
-    """Put claimed images back to ``pending`` (a transient failure before their results)."""
-    return IndexedImage.objects.filter(pk__in=list(image_ids), status=Status.PROCESSING).update(
-        status=Status.PENDING, queued_at=timezone.now()
-    )
 
 
 # --- sweeping -------------------------------------------------------------------------------
@@ -660,29 +755,53 @@ def reconcile_product_vectors(*, chunk_size: int = 500) -> int:
 
 
 def sweep_stuck(*, older_than: timedelta | None = None, publish_now: bool = True) -> dict[str, int]:
-    """Queue again images stuck in pending/processing; give up on ones that kill workers.
+    """Queue again images that wait for nothing; give up on ones that kill workers.
+
+    - a **dead claim** (rows left ``processing`` by a worker that died: nobody holds the claim's
+      lock) is queued again at once, whatever its age, and stays ``processing`` so that the task
+      takes it over one image at a time (issue 13 §3.1); images claimed ``MAX_ATTEMPTS`` times
+      end ``failed: worker_lost``;
+    - a pending image whose publish failed (broker down) is queued again once that is
+      ``REPUBLISH_AFTER`` seconds old;
+    - anything else pending or processing longer than ``older_than`` (default ``STUCK_AFTER``)
+      is queued again (a lost message, a worker stuck alive).
 
     Also writes product vectors that are missing (:func:`reconcile_product_vectors`).
 
     Returns:
-        Counts: ``requeued``, ``worker_lost`` and ``reconciled`` (product vectors written).
+        Counts: ``requeued``, ``worker_lost``, ``dead_claims`` (part of ``requeued``) and
+        ``reconciled`` (product vectors written).
     """
+    now = timezone.now()
     age = older_than if older_than is not None else timedelta(seconds=imgrec_settings.STUCK_AFTER)
-    cutoff = timezone.now() - age
+    cutoff = now - age
+    republish_cutoff = now - timedelta(seconds=imgrec_settings.REPUBLISH_AFTER)
     max_attempts = imgrec_settings.MAX_ATTEMPTS
+    lost = give_up_on_lost(dead_claims())
+    dead = dead_claims()
     stuck_processing = Q(status=Status.PROCESSING, started_at__lt=cutoff)
-    lost = IndexedImage.objects.filter(stuck_processing, attempts__gte=max_attempts).update(
-        status=Status.FAILED,
-        failure_reason="worker_lost",
-        failure_detail=f"The worker died while processing this image {max_attempts} times.",
+    lost += (
+        IndexedImage.objects.filter(stuck_processing, attempts__gte=max_attempts)
+        .exclude(pk__in=dead)
+        .update(
+            status=Status.FAILED,
+            failure_reason="worker_lost",
+            failure_detail=f"The worker died while processing this image {max_attempts} times.",
+        )
     )
     stuck = IndexedImage.objects.filter(
         stuck_processing
         | Q(status=Status.PENDING, queued_at__lt=cutoff)
         | Q(status=Status.PENDING, queued_at__isnull=True)
-    )
+        | Q(status=Status.PENDING, publish_failed_at__lt=republish_cutoff)
+    ).exclude(pk__in=dead)
     ids = list(stuck.values_list("pk", flat=True))
-    IndexedImage.objects.filter(pk__in=ids).update(status=Status.PENDING, queued_at=timezone.now())
-    if ids and publish_now:
-        publish(ids)
-    return {"requeued": len(ids), "worker_lost": lost, "reconciled": reconcile_product_vectors()}
+    IndexedImage.objects.filter(pk__in=ids).update(status=Status.PENDING, queued_at=now, publish_failed_at=None)
+    if (ids or dead) and publish_now:
+        publish(sorted(dead) + ids)
+    return {
+        "requeued": len(ids) + len(dead),
+        "worker_lost": lost,
+        "dead_claims": len(dead),
+        "reconciled": reconcile_product_vectors(),
+    }
