@@ -198,6 +198,24 @@ class ProductVector(models.Model):
         return f"{self.model_id} vector of product {self.object_id}"
 
 
+class PendingText(models.Model):
+    """A product whose text vector is to be (re)made; text tasks claim these greedily."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_id = models.CharField(_("product id"), max_length=64)
+    queued_at = models.DateTimeField(default=timezone.now)
+    # When publishing its task last failed (broker down); see ``REPUBLISH_AFTER``.
+    publish_failed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["content_type", "object_id"], name="imgrec_pendingtext_product_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Text of product {self.object_id} waiting"
+
+
 class ServingModel(models.Model):
     """Which model's vectors answer queries, per modality; switched when a backfill completes."""
 

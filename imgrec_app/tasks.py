@@ -82,11 +82,11 @@ def embed_images(self: Any, image_ids: list[int]) -> dict[str, Any]:
 
 @shared_task(bind=True, name="imgrec.embed_texts", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def embed_texts(self: Any, product_ids: list[str]) -> int:
-    """Embed the text of these products (unchanged texts are skipped)."""
+    """Embed the text of these products plus other waiting ones (unchanged texts are skipped)."""
     from imgrec_app.services import text
 
     try:
-        return text.embed_products(product_ids)
+        return text.embed_waiting(product_ids)
     except TRANSIENT_ERRORS as exc:
         raise self.retry(
             exc=exc, countdown=min(300, 5 * 2**self.request.retries), max_retries=imgrec_settings.TASK_MAX_RETRIES

@@ -341,3 +341,34 @@ def test_missing_weights_leave_images_pending(celery_worker, make_product, setti
     tracked.refresh_from_db()
     assert tracked.status == Status.PENDING and tracked.attempts == 0
     clear_encoders()
+
+
+@pytest.mark.django_db
+def test_text_tasks_batch_greedily(make_product):
+    """Issue 12 "Freshness": a product save records its text as waiting; one text task embeds
+    its own products and the other waiting ones in one go (up to its limit, its own first); the
+    tasks of the products it took find nothing left; the sweeper publishes waiting ones again."""
+    from datetime import timedelta
+
+    from imgrec_app.models import PendingText
+    from imgrec_app.services import text
+    from imgrec_app.tasks import embed_texts
+
+    products = [make_product(f"Red apple number {i}") for i in range(5)]
+    keys = [str(p.pk) for p in products]
+    assert sorted(PendingText.objects.values_list("object_id", flat=True)) == sorted(keys)
+    assert text.embed_waiting([keys[4]], limit=2) == 2
+    assert keys[4] not in PendingText.objects.values_list("object_id", flat=True)  # its own first
+    assert PendingText.objects.count() == 3
+    assert embed_texts.apply(args=[[keys[0]]]).result == 3  # the rest, in one task
+    assert not PendingText.objects.exists()
+    assert ProductVector.objects.filter(modality="text", object_id__in=keys).count() == 5
+    assert embed_texts.apply(args=[[keys[1]]]).result == 0  # its product was taken: nothing to do
+
+    products[0].name = "Green pear"
+    products[0].save()
+    assert list(PendingText.objects.values_list("object_id", flat=True)) == [keys[0]]
+    with mock.patch.object(text, "publish_text", return_value=True) as publish:
+        assert text.sweep_waiting(older_than=timedelta(hours=1)) == 0
+        assert text.sweep_waiting(older_than=timedelta(0)) == 1
+    publish.assert_called_once_with([keys[0]])

@@ -687,12 +687,17 @@ def test_second_worker_kill_strands_no_batch(worker_process: Callable[..., Worke
     _on_shelves([IndexedImage.objects.get(pk=pk).product for pk in ids])
 
 
-def _claim_in_a_thread(ids: list[int], *, hold: threading.Event, claimed: threading.Event) -> threading.Thread:
+def _claim_in_a_thread(
+    ids: list[int], *, hold: threading.Event, claimed: threading.Event, backend: list[int]
+) -> threading.Thread:
     """Claim ``ids`` on another connection; keep the claim (and the connection) until ``hold``
     is set, then close the connection without ending the claim (a worker that dies)."""
 
     def run() -> None:
         try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                backend.append(cursor.fetchone()[0])
             indexing.claim(ids, model_id=configured_model().model_id)
             claimed.set()
             hold.wait(20)
@@ -705,6 +710,13 @@ def _claim_in_a_thread(ids: list[int], *, hold: threading.Event, claimed: thread
     return thread
 
 
+def _backend_gone(pid: int) -> bool:
+    """The server process of a closed connection has exited (and dropped its locks)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+        return cursor.fetchone()[0] == 0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_sweeper_requeues_a_dead_claim_at_once_and_never_a_live_one(fault_backbone: Any, make_product: Any) -> None:
     """A claim whose worker is alive is left alone (even by ``--older-than 0`` it is re-queued
@@ -713,8 +725,8 @@ def test_sweeper_requeues_a_dead_claim_at_once_and_never_a_live_one(fault_backbo
     with mock.patch.object(indexing, "publish"):
         products = [photo_product(make_product, colour_png(i)) for i in range(3)]
     ids = [tracked(p).pk for p in products]
-    hold, claimed = threading.Event(), threading.Event()
-    thread = _claim_in_a_thread(ids, hold=hold, claimed=claimed)
+    hold, claimed, backend = threading.Event(), threading.Event(), []
+    thread = _claim_in_a_thread(ids, hold=hold, claimed=claimed, backend=backend)
     try:
         assert indexing.dead_claims() == []
         with mock.patch.object(indexing, "publish") as publish:
@@ -724,6 +736,7 @@ def test_sweeper_requeues_a_dead_claim_at_once_and_never_a_live_one(fault_backbo
     finally:
         hold.set()
         thread.join(20)
+    wait_for(lambda: _backend_gone(backend[0]), timeout=10, interval=0.01)  # Postgres ends it asynchronously
     assert sorted(indexing.dead_claims()) == sorted(ids)
     with mock.patch.object(indexing, "publish") as publish:
         result = indexing.sweep_stuck()

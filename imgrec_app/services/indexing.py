@@ -128,13 +128,13 @@ def forget_product(product: models.Model) -> None:
     """Remove everything imgrec holds about a deleted product (its images, vectors, history)."""
     from django.contrib.contenttypes.models import ContentType
 
-    from imgrec_app.models import CategoryPrediction, CoView, Interaction, ProductVector
+    from imgrec_app.models import CategoryPrediction, CoView, Interaction, PendingText, ProductVector
 
     ct = ContentType.objects.get_for_model(product)
     key = str(product.pk)
     for image in ProductImage.objects.filter(content_type=ct, object_id=key):
         image.delete()  # its own post_delete untracks it
-    for model in (IndexedImage, ProductVector, CategoryPrediction, Interaction):
+    for model in (IndexedImage, ProductVector, CategoryPrediction, Interaction, PendingText):
         model.objects.filter(content_type=ct, object_id=key).delete()
     CoView.objects.filter(content_type=ct, object_id=key).delete()
     CoView.objects.filter(content_type=ct, other_id=key).delete()
@@ -799,9 +799,12 @@ def sweep_stuck(*, older_than: timedelta | None = None, publish_now: bool = True
     IndexedImage.objects.filter(pk__in=ids).update(status=Status.PENDING, queued_at=now, publish_failed_at=None)
     if (ids or dead) and publish_now:
         publish(sorted(dead) + ids)
+    from imgrec_app.services.text import sweep_waiting
+
     return {
         "requeued": len(ids) + len(dead),
         "worker_lost": lost,
         "dead_claims": len(dead),
         "reconciled": reconcile_product_vectors(),
+        "texts_requeued": sweep_waiting(older_than=age) if publish_now else 0,
     }
