@@ -146,10 +146,17 @@ def test_stale_result_is_discarded(make_product, add_image):
     vec = np.ones(1280, dtype=np.float32) / np.sqrt(1280)
     result = indexing._Result(claimed, Status.READY, vec, [], "hash")
     assert indexing.write_results([result], configured_model().model_id) == []
-    assert not ImageEmbedding.objects.filter(image=tracked).exists()
-    assert not ProductVector.objects.filter(object_id=str(product.pk)).exists()
     tracked.refresh_from_db()
     assert tracked.status == Status.PENDING and tracked.revision == 2
+    # The new file is claimed again (processing, revision 2): the old result still never lands,
+    # by its revision alone (no claim token given) or by its claim.
+    again = indexing.claim([tracked.pk], model_id=configured_model().model_id)[0]
+    assert indexing.write_results([result], configured_model().model_id) == []
+    assert indexing.write_results([result], configured_model().model_id, token=claimed.claim_token) == []
+    assert not ImageEmbedding.objects.filter(image=tracked).exists()
+    assert not ProductVector.objects.filter(object_id=str(product.pk)).exists()
+    for token in (claimed.claim_token, again.claim_token):
+        indexing.end_claim(token)
 
 
 @pytest.mark.django_db
