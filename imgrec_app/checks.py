@@ -209,6 +209,7 @@ _INTEGER_SETTINGS = (
     ("TASK_BATCH_SIZE", 1, False),
     ("MAX_ATTEMPTS", 1, False),
     ("STUCK_AFTER", 1, False),
+    ("REPUBLISH_AFTER", 0, False),
     ("MAX_UPLOAD_SIZE", 1, False),
     ("MAX_IMAGE_PIXELS", 1, False),
     ("DECODE_WORKERS", 1, False),

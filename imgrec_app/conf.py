@@ -75,6 +75,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ATTEMPTS": 3,
     # Images pending/processing longer than this (seconds) are re-enqueued by the sweeper.
     "STUCK_AFTER": 600,
+    # Pending images whose task could not be published (broker down) are published again by the
+    # sweeper once the failure is this old (seconds); the sweeper's own schedule bounds it.
+    "REPUBLISH_AFTER": 30,
     # --- shelves ----------------------------------------------------------------------------------
     # Weights of the hybrid similarity: image cosine, text cosine, "viewed together" strength.
     # Chosen by measurement with ``manage.py imgrec_evaluate`` (see docs/EVALUATION.md).

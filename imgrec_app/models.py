@@ -117,6 +117,13 @@ class IndexedImage(models.Model):
     run = models.ForeignKey("ReindexRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="images")
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # The claim a worker holds on this row while it is ``processing``: a random key the worker
+    # holds a session-level Postgres advisory lock on until it is done.  When the worker dies,
+    # Postgres drops the lock, so a claim whose lock nobody holds is dead (issue 13 §3.1).
+    claim_token = models.BigIntegerField(null=True, blank=True, editable=False)
+    # When publishing this pending image's task last failed (broker down); the sweeper publishes
+    # it again after ``REPUBLISH_AFTER`` seconds instead of ``STUCK_AFTER``.
+    publish_failed_at = models.DateTimeField(null=True, blank=True, editable=False)
     indexed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -193,6 +200,24 @@ class ProductVector(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_id} vector of product {self.object_id}"
+
+
+class PendingText(models.Model):
+    """A product whose text vector is to be (re)made; text tasks claim these greedily."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_id = models.CharField(_("product id"), max_length=64)
+    queued_at = models.DateTimeField(default=timezone.now)
+    # When publishing its task last failed (broker down); see ``REPUBLISH_AFTER``.
+    publish_failed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["content_type", "object_id"], name="imgrec_pendingtext_product_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Text of product {self.object_id} waiting"
 
 
 class ServingModel(models.Model):

@@ -2,11 +2,11 @@
 
 Routing: tasks are sent to ``IMGREC["QUEUES"]["embed"]`` (model work: run GPU or CPU workers on
 it) and ``IMGREC["QUEUES"]["light"]`` (bookkeeping).  Embedding tasks acknowledge late and are
-re-queued if the worker process dies, so a SIGKILL loses nothing; a redelivered batch is then
-processed one image at a time so that a poison image only takes itself down (it ends
-``failed: worker_lost`` after ``MAX_ATTEMPTS``).  A redelivered or retried task also takes back
-the images its earlier delivery claimed with its own (greedy batching), so none of them waits
-for the sweeper.
+re-queued if the worker process dies, so a SIGKILL loses nothing.  Every embedding task first
+takes over the *dead claims* — images a killed worker left ``processing``, whichever task had
+claimed them (see ``indexing.claim``) — one image at a time, so that a poison image only takes
+itself down (it ends ``failed: worker_lost`` after ``MAX_ATTEMPTS``); nothing waits for the
+redelivered message at the back of the queue or for the sweeper.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from celery import shared_task
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError
 
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.ml.registry import WeightsNotFound
@@ -63,42 +63,30 @@ def embed_images(self: Any, image_ids: list[int]) -> dict[str, Any]:
     redelivered = _redelivered(self.request)
     reclaim = redelivered or self.request.retries > 0
     try:
-        if reclaim:
-            image_ids = indexing.with_batch_mates(image_ids)
-        if redelivered:
-            indexing.give_up_on_lost(image_ids)
-            total = indexing.BatchSummary()
-            for image_id in image_ids:
-                one = indexing.process_images([image_id], reclaim=True, greedy=False)
-                total.claimed += one.claimed
-                total.ready += one.ready
-                total.skipped += one.skipped
-                for code, n in one.failed.items():
-                    total.failed[code] = total.failed.get(code, 0) + n
-            return total.as_dict()
-        return indexing.process_images(image_ids, reclaim=reclaim).as_dict()
+        # First what killed workers left processing (their batch, under any task's claim),
+        # one image at a time; then this task's own images, filled up with waiting ones.
+        total = indexing.recover_dead_claims(limit=imgrec_settings.TASK_BATCH_SIZE)
+        return total.add(indexing.process_images(image_ids, reclaim=reclaim)).as_dict()
     except (WeightsNotFound, indexing.VectorSizeMismatch) as exc:
         # Nothing was claimed: the images stay pending and the sweeper re-queues them once the
         # model is fixed.  Retrying now would only burn through the queue.
         logger.error("imgrec cannot embed with its configured model, images stay pending: %s", exc)
         raise
     except TRANSIENT_ERRORS as exc:
+        # process_images put its claim back to pending (or, with the database down, left a dead
+        # claim that the retry takes over).
         countdown = min(300, 5 * 2**self.request.retries)
         logger.warning("imgrec batch hit a transient error (%s); retrying in %ss", exc, countdown)
-        try:
-            indexing.release(indexing.with_batch_mates(image_ids))
-        except DatabaseError:
-            pass  # the database is down: the retry takes them back
         raise self.retry(exc=exc, countdown=countdown, max_retries=imgrec_settings.TASK_MAX_RETRIES) from exc
 
 
 @shared_task(bind=True, name="imgrec.embed_texts", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def embed_texts(self: Any, product_ids: list[str]) -> int:
-    """Embed the text of these products (unchanged texts are skipped)."""
+    """Embed the text of these products plus other waiting ones (unchanged texts are skipped)."""
     from imgrec_app.services import text
 
     try:
-        return text.embed_products(product_ids)
+        return text.embed_waiting(product_ids)
     except TRANSIENT_ERRORS as exc:
         raise self.retry(
             exc=exc, countdown=min(300, 5 * 2**self.request.retries), max_retries=imgrec_settings.TASK_MAX_RETRIES

@@ -21,3 +21,13 @@ from tests.settings import CELERY_BROKER_URL, IMGREC
 MEDIA_ROOT = os.environ["IMGREC_FAULT_MEDIA_ROOT"]
 CELERY_BROKER_URL = os.environ.get("IMGREC_FAULT_BROKER_URL", CELERY_BROKER_URL)
 IMGREC = {**IMGREC, **json.loads(os.environ.get("IMGREC_FAULT_IMGREC", "{}"))}
+
+if os.environ.get("IMGREC_FAULT_KILL_AT_REFRESH"):
+    from celery.signals import worker_process_init
+
+    def _kill_at_refresh(**_: object) -> None:
+        from tests.faults.windows import install_kill_at_refresh
+
+        install_kill_at_refresh(os.environ["IMGREC_FAULT_KILL_AT_REFRESH"])
+
+    worker_process_init.connect(_kill_at_refresh, weak=False)

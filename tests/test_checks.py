@@ -150,6 +150,7 @@ def test_e007_queues(queues: Any) -> None:
         ("TASK_BATCH_SIZE", True),
         ("MAX_ATTEMPTS", -1),
         ("STUCK_AFTER", 1.5),
+        ("REPUBLISH_AFTER", -1),
         ("MAX_UPLOAD_SIZE", None),
         ("MAX_IMAGE_PIXELS", 0),
         ("DECODE_WORKERS", 0),

@@ -51,14 +51,19 @@ def test_rolled_back_save_queues_nothing(make_product, add_image):
 
 @pytest.mark.django_db
 def test_raw_fixture_loads_are_skipped(make_product):
+    """A fixture load (``raw=True``) of a product *with a photo* tracks nothing; the same
+    signal without ``raw`` does (so the first assertion is about the ``raw`` check)."""
     from django.db.models.signals import post_save
 
     from shop_demo.catalog.models import Product
 
-    product = make_product()
-    before = IndexedImage.objects.count()
-    post_save.send(Product, instance=product, raw=True, created=True)
-    assert IndexedImage.objects.count() == before
+    with mock.patch.object(indexing, "publish"):
+        product = make_product(photo=upload("fixture.png", make_image_bytes("PNG")))
+    IndexedImage.objects.filter(object_id=str(product.pk)).delete()
+    post_save.send(Product, instance=product, raw=True, created=True, update_fields=None, using="default")
+    assert not IndexedImage.objects.filter(object_id=str(product.pk)).exists()
+    post_save.send(Product, instance=product, raw=False, created=True, update_fields=None, using="default")
+    assert IndexedImage.objects.filter(object_id=str(product.pk), source="catalog.product.photo").count() == 1
 
 
 @pytest.mark.django_db
@@ -77,15 +82,56 @@ def test_unchanged_file_is_not_requeued(make_product, add_image, django_capture_
     assert IndexedImage.objects.get(source_id=str(image.pk)).revision == 2
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_claim_is_exclusive(make_product, add_image):
-    product = make_product()
-    a, b = add_image(product), add_image(product, name="b.jpg")
-    ids = list(IndexedImage.objects.filter(object_id=str(product.pk)).values_list("pk", flat=True))
-    first = indexing.claim(ids, model_id="m")
-    second = indexing.claim(ids, model_id="m")
-    assert len(first) == 2 and second == []
-    assert all(i.status == Status.PROCESSING and i.attempts == 1 for i in first)
+    """Two claims at the same time on two connections: while the first holds its rows (paused
+    inside its transaction, after its ``SELECT … FOR UPDATE SKIP LOCKED``), the second skips
+    them at once — it takes the row the first did not ask for, and its greedy fill skips the
+    held rows too — instead of waiting (``lock_timeout`` turns a wait into an error)."""
+    import threading
+
+    from django.db import connection
+
+    with mock.patch.object(indexing, "publish"):
+        product = make_product()
+        a, b, c = (add_image(product, name=f"{n}.jpg") for n in "abc")
+    ids = [IndexedImage.objects.get(source_id=str(i.pk), source="imgrec_app.productimage.image").pk for i in (a, b, c)]
+    locked, resume = threading.Event(), threading.Event()
+    first: list = []
+
+    def pause_after_the_select(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if "FOR UPDATE" in sql and not locked.is_set():
+            locked.set()
+            resume.wait(10)
+        return result
+
+    def first_claim():
+        try:
+            with connection.execute_wrapper(pause_after_the_select):
+                first.extend(indexing.claim(ids[:2], model_id="m"))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first_claim)
+    thread.start()
+    try:
+        assert locked.wait(10)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")
+        second = indexing.claim(ids, model_id="m")
+        greedy = indexing.claim([], model_id="m", extra=10)
+        assert thread.is_alive()  # the first claim still holds its rows
+    finally:
+        resume.set()
+        thread.join(20)
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+    assert [i.pk for i in second] == [ids[2]] and greedy == []
+    assert sorted(i.pk for i in first) == ids[:2]
+    rows = {r.pk: r for r in IndexedImage.objects.filter(pk__in=ids)}
+    assert all(r.status == Status.PROCESSING and r.attempts == 1 for r in rows.values())
+    assert indexing.claim(ids, model_id="m") == []  # sequentially too
 
 
 @pytest.mark.django_db
@@ -98,8 +144,36 @@ def test_stale_result_is_discarded(make_product, add_image):
     image.image = upload("new.jpg", make_image_bytes(color=(0, 200, 0)))
     image.save()  # revision bumps, status back to pending
     vec = np.ones(1280, dtype=np.float32) / np.sqrt(1280)
-    assert indexing._finish_ready(claimed, vec, [], "hash", configured_model().model_id) is False
+    result = indexing._Result(claimed, Status.READY, vec, [], "hash")
+    assert indexing.write_results([result], configured_model().model_id) == []
+    tracked.refresh_from_db()
+    assert tracked.status == Status.PENDING and tracked.revision == 2
+    # The new file is claimed again (processing, revision 2): the old result still never lands,
+    # by its revision alone (no claim token given) or by its claim.
+    again = indexing.claim([tracked.pk], model_id=configured_model().model_id)[0]
+    assert indexing.write_results([result], configured_model().model_id) == []
+    assert indexing.write_results([result], configured_model().model_id, token=claimed.claim_token) == []
     assert not ImageEmbedding.objects.filter(image=tracked).exists()
+    assert not ProductVector.objects.filter(object_id=str(product.pk)).exists()
+    for token in (claimed.claim_token, again.claim_token):
+        indexing.end_claim(token)
+
+
+@pytest.mark.django_db
+def test_result_of_a_claim_taken_over_is_dropped(make_product, add_image):
+    """A claim whose rows another claim took over (its worker was thought dead) writes nothing."""
+    product = make_product()
+    image = add_image(product)
+    tracked = IndexedImage.objects.get(source_id=str(image.pk), source="imgrec_app.productimage.image")
+    claimed = indexing.claim([tracked.pk], model_id=configured_model().model_id)[0]
+    IndexedImage.objects.filter(pk=tracked.pk).update(claim_token=claimed.claim_token + 1)  # taken over
+    vec = np.ones(1280, dtype=np.float32) / np.sqrt(1280)
+    result = indexing._Result(claimed, Status.READY, vec, [], "hash")
+    assert indexing.write_results([result], configured_model().model_id, token=claimed.claim_token) == []
+    assert not ImageEmbedding.objects.filter(image=tracked).exists()
+    assert indexing.write_results([result], configured_model().model_id, token=claimed.claim_token + 1) == [result]
+    assert ProductVector.objects.filter(object_id=str(product.pk)).count() == 1
+    indexing.end_claim(claimed.claim_token)
 
 
 def test_bad_vectors_are_never_usable():
@@ -274,3 +348,34 @@ def test_missing_weights_leave_images_pending(celery_worker, make_product, setti
     tracked.refresh_from_db()
     assert tracked.status == Status.PENDING and tracked.attempts == 0
     clear_encoders()
+
+
+@pytest.mark.django_db
+def test_text_tasks_batch_greedily(make_product):
+    """Issue 12 "Freshness": a product save records its text as waiting; one text task embeds
+    its own products and the other waiting ones in one go (up to its limit, its own first); the
+    tasks of the products it took find nothing left; the sweeper publishes waiting ones again."""
+    from datetime import timedelta
+
+    from imgrec_app.models import PendingText
+    from imgrec_app.services import text
+    from imgrec_app.tasks import embed_texts
+
+    products = [make_product(f"Red apple number {i}") for i in range(5)]
+    keys = [str(p.pk) for p in products]
+    assert sorted(PendingText.objects.values_list("object_id", flat=True)) == sorted(keys)
+    assert text.embed_waiting([keys[4]], limit=2) == 2
+    assert keys[4] not in PendingText.objects.values_list("object_id", flat=True)  # its own first
+    assert PendingText.objects.count() == 3
+    assert embed_texts.apply(args=[[keys[0]]]).result == 3  # the rest, in one task
+    assert not PendingText.objects.exists()
+    assert ProductVector.objects.filter(modality="text", object_id__in=keys).count() == 5
+    assert embed_texts.apply(args=[[keys[1]]]).result == 0  # its product was taken: nothing to do
+
+    products[0].name = "Green pear"
+    products[0].save()
+    assert list(PendingText.objects.values_list("object_id", flat=True)) == [keys[0]]
+    with mock.patch.object(text, "publish_text", return_value=True) as publish:
+        assert text.sweep_waiting(older_than=timedelta(hours=1)) == 0
+        assert text.sweep_waiting(older_than=timedelta(0)) == 1
+    publish.assert_called_once_with([keys[0]])

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -438,7 +439,7 @@ def worker_process(
     ContentType.objects.clear_cache()
     started: list[WorkerProcess] = []
 
-    def start(**overrides: Any) -> WorkerProcess:
+    def start(env: dict[str, str] | None = None, **overrides: Any) -> WorkerProcess:
         imgrec = {**FAULT_IMGREC, "QUEUES": FAULT_QUEUES, **overrides}
         settings.IMGREC = {**settings.IMGREC, **imgrec}
         _purge(celery_app_real)
@@ -448,6 +449,7 @@ def worker_process(
             media_root=settings.MEDIA_ROOT,
             database=connection.settings_dict,
             log_path=tmp_path / "worker.log",
+            env=env,
         )
         started.append(worker)
         return worker.start()
@@ -534,3 +536,238 @@ def test_postgres_restarted_mid_batch_is_retried_and_completes(
     assert {pk: at for pk, at in _ready(ids).items() if pk in done_before} == done_before
     one_vector_each(ids)
     assert "transient error" in worker.log() and "retrying in" in worker.log()
+
+
+# --- issue 13 §1: an image is never ready without its product's vector --------------------------------
+
+
+def _refresh_failing_once(error: BaseException) -> Any:
+    """``refresh_product_vectors`` that raises ``error`` on its first call (the old window:
+    images written ready, product vectors not yet), then works."""
+    real = indexing.refresh_product_vectors
+    calls: list[int] = []
+
+    def refresh(pairs: Any, model_id: str) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise error
+        return real(pairs, model_id)
+
+    return mock.patch.object(indexing, "refresh_product_vectors", refresh)
+
+
+def _on_shelves(products: list[Any]) -> None:
+    model_id = configured_model().model_id
+    for p in products:
+        assert tracked(p).status == Status.READY, p.pk
+        assert ProductVector.objects.filter(object_id=str(p.pk), model_id=model_id, modality="image").count() == 1, p.pk
+    assert indexing.products_missing_vectors(model_id) == []
+
+
+@pytest.mark.django_db
+def test_database_error_at_the_product_vector_write_is_retried_and_the_products_are_on_shelves(
+    fault_backbone: Any, make_product: Any
+) -> None:
+    """Issue 13 §1: an OperationalError where the product vectors are written.  The sub-batch's
+    statuses, image vectors and product vectors are one transaction, so the error leaves the
+    images claimed (not ``ready``), the task retries and every product gets its vector."""
+    from django.db import OperationalError
+
+    with mock.patch.object(indexing, "publish"):
+        with transaction.atomic():
+            products = [photo_product(make_product, colour_png(i)) for i in range(3)]
+    ids = [tracked(p).pk for p in products]
+    with _refresh_failing_once(OperationalError("server closed the connection unexpectedly (injected)")):
+        result = embed_images.apply(args=[ids])  # apply() runs the retry eagerly
+    assert result.successful(), result.traceback
+    _on_shelves(products)
+    one_vector_each(ids)
+    # The transient failure put the claim back without counting it against MAX_ATTEMPTS.
+    assert set(IndexedImage.objects.filter(pk__in=ids).values_list("attempts", flat=True)) == {1}
+
+
+@pytest.mark.django_db
+def test_crash_at_the_product_vector_write_writes_nothing_and_the_sweeper_finishes_it(
+    fault_backbone: Any, make_product: Any
+) -> None:
+    """Issue 13 §1: the task dies (an error that is not retried) where the product vectors are
+    written: no image of the sub-batch is ``ready`` and none has a vector; the sweeper queues
+    them again and they end on shelves."""
+    with mock.patch.object(indexing, "publish"):
+        with transaction.atomic():
+            products = [photo_product(make_product, colour_png(i)) for i in range(3)]
+    ids = [tracked(p).pk for p in products]
+    with _refresh_failing_once(RuntimeError("the worker died here (injected)")):
+        result = embed_images.apply(args=[ids])
+    assert result.failed()
+    assert not IndexedImage.objects.filter(pk__in=ids, status=Status.READY).exists()
+    assert not ImageEmbedding.objects.filter(image_id__in=ids).exists()
+    with mock.patch.object(indexing, "publish") as publish:
+        assert indexing.sweep_stuck(older_than=timedelta(0))["requeued"] == 3
+    (requeued,), _ = publish.call_args
+    assert embed_images.apply(args=[requeued]).successful()
+    _on_shelves(products)
+
+
+@pytest.mark.django_db
+def test_sweeper_writes_missing_product_vectors_and_status_counts_them(
+    fault_backbone: Any, make_product: Any
+) -> None:
+    """The reconciliation: ready images whose product has no vector (data written before the
+    one-transaction write, or a failed refresh after a move) are repaired by the sweeper;
+    ``imgrec_status`` shows how many there are."""
+    with mock.patch.object(indexing, "publish"):
+        products = [photo_product(make_product, colour_png(i)) for i in range(2)]
+    indexing.process_images([tracked(p).pk for p in products])
+    ProductVector.objects.filter(object_id=str(products[0].pk)).delete()
+    out = io.StringIO()
+    call_command("imgrec_status", stdout=out)
+    assert "Products missing a vector: 1" in out.getvalue()
+    out = io.StringIO()
+    call_command("imgrec_sweep", stdout=out)
+    assert "1 missing product vector(s) written" in out.getvalue()
+    _on_shelves(products)
+    out = io.StringIO()
+    call_command("imgrec_status", stdout=out)
+    assert "Products missing a vector: 0" in out.getvalue()
+
+
+@pytest.mark.worker
+def test_worker_killed_at_the_product_vector_write_leaves_every_product_on_shelves(
+    worker_process: Callable[..., WorkerProcess], make_product: Any, tmp_path: Path
+) -> None:
+    """Issue 13 §1 with a real worker: the pool child SIGKILLs itself inside the write window
+    (when it starts writing product vectors, tests/faults/windows.py).  Its transaction dies
+    with it, the message is redelivered, and every product ends ready *and* on shelves —
+    before, the images were committed ready first and their products never got a vector."""
+    flag = tmp_path / "kill-at-refresh"
+    flag.touch()
+    worker = worker_process(BATCH_SIZE=2, TASK_BATCH_SIZE=8, env={"IMGREC_FAULT_KILL_AT_REFRESH": str(flag)})
+    with transaction.atomic():
+        products = [photo_product(make_product, colour_png(i)) for i in range(4)]
+    ids = [tracked(p).pk for p in products]
+    wait_for(lambda: "exited with 'signal 9 (SIGKILL)'" in worker.log(), timeout=120)
+    wait_for(lambda: settled(ids), timeout=120)
+    assert not flag.exists() and worker.log().count("exited with 'signal 9 (SIGKILL)'") == 1
+    _on_shelves(products)
+    one_vector_each(ids)
+
+
+# --- issue 13 §3.1: a killed worker's claim, under any task's name, is recovered at once ---------------
+
+
+def _claims(ids: list[int]) -> dict[Any, int]:
+    """Images still processing, by claim (their shared ``started_at`` stamp)."""
+    from django.db.models import Count
+
+    rows = IndexedImage.objects.filter(pk__in=ids, status=Status.PROCESSING).values("started_at")
+    return {r["started_at"]: r["n"] for r in rows.annotate(n=Count("pk")).order_by()}
+
+
+@pytest.mark.worker
+def test_second_worker_kill_strands_no_batch(worker_process: Callable[..., WorkerProcess], make_product: Any) -> None:
+    """Issue 13 §3.1: the pool child is SIGKILLed inside batch S1, then the child that took the
+    next task is SIGKILLed inside the batch *it* claimed (S2, other tasks' images by greedy
+    batching).  Before, S2 stayed ``processing`` until ``STUCK_AFTER`` (10 min): the redelivered
+    message only looked for its own ids' batch.  Now the next task takes over every dead claim
+    first, so all images are ready long before ``STUCK_AFTER`` with no sweeper running."""
+    worker = worker_process(BATCH_SIZE=2, TASK_BATCH_SIZE=4, BACKBONE_OPTIONS={"delay": 1.0})
+    ids = _batch(make_product, [colour_png(i) for i in range(12)])
+    first = wait_for(lambda: [s for s, n in _claims(ids).items() if n >= 3], timeout=60, interval=0.05)[0]
+    wait_for(lambda: len(_ready(ids)) >= 2, timeout=60, interval=0.05)  # inside S1's second pass
+    worker.kill_pool_child()
+    wait_for(lambda: [s for s, n in _claims(ids).items() if s != first and n >= 2], timeout=60, interval=0.05)
+    worker.kill_pool_child()
+    wait_for(lambda: settled(ids), timeout=90)  # STUCK_AFTER is 600 s and nothing sweeps
+    assert len(_ready(ids)) == len(ids), IndexedImage.objects.filter(pk__in=ids).exclude(status=Status.READY).values(
+        "pk", "status", "attempts"
+    )
+    one_vector_each(ids)
+    assert worker.log().count("exited with 'signal 9 (SIGKILL)'") == 2
+    _on_shelves([IndexedImage.objects.get(pk=pk).product for pk in ids])
+
+
+def _claim_in_a_thread(
+    ids: list[int], *, hold: threading.Event, claimed: threading.Event, backend: list[int]
+) -> threading.Thread:
+    """Claim ``ids`` on another connection; keep the claim (and the connection) until ``hold``
+    is set, then close the connection without ending the claim (a worker that dies)."""
+
+    def run() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                backend.append(cursor.fetchone()[0])
+            indexing.claim(ids, model_id=configured_model().model_id)
+            claimed.set()
+            hold.wait(20)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert claimed.wait(20)
+    return thread
+
+
+def _backend_gone(pid: int) -> bool:
+    """The server process of a closed connection has exited (and dropped its locks)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+        return cursor.fetchone()[0] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sweeper_requeues_a_dead_claim_at_once_and_never_a_live_one(fault_backbone: Any, make_product: Any) -> None:
+    """A claim whose worker is alive is left alone (even by ``--older-than 0`` it is re-queued
+    only as stuck, never taken over as dead); once its connection is gone the sweeper queues it
+    again at once — without waiting ``STUCK_AFTER`` — and the task takes it over."""
+    with mock.patch.object(indexing, "publish"):
+        products = [photo_product(make_product, colour_png(i)) for i in range(3)]
+    ids = [tracked(p).pk for p in products]
+    hold, claimed, backend = threading.Event(), threading.Event(), []
+    thread = _claim_in_a_thread(ids, hold=hold, claimed=claimed, backend=backend)
+    try:
+        assert indexing.dead_claims() == []
+        with mock.patch.object(indexing, "publish") as publish:
+            assert indexing.sweep_stuck()["requeued"] == 0
+        publish.assert_not_called()
+        assert indexing.process_images(ids, reclaim=True).claimed == 0  # a live claim is not taken over
+    finally:
+        hold.set()
+        thread.join(20)
+    wait_for(lambda: _backend_gone(backend[0]), timeout=10, interval=0.01)  # Postgres ends it asynchronously
+    assert sorted(indexing.dead_claims()) == sorted(ids)
+    with mock.patch.object(indexing, "publish") as publish:
+        result = indexing.sweep_stuck()
+    assert (result["requeued"], result["dead_claims"]) == (3, 3)
+    (requeued,), _ = publish.call_args
+    assert sorted(requeued) == sorted(ids)
+    assert IndexedImage.objects.filter(pk__in=ids, status=Status.PROCESSING).count() == 3
+    summary = embed_images.apply(args=[requeued]).result
+    assert summary["ready"] == 3
+    _on_shelves(products)
+    assert set(IndexedImage.objects.filter(pk__in=ids).values_list("attempts", flat=True)) == {2}
+
+
+# --- issue 13 "Also seen": a pending image whose publish failed is published again soon ----------------
+
+
+@pytest.mark.worker
+def test_image_whose_publish_failed_is_published_again_after_republish_after(
+    celery_worker: Any, celery_app_real: Any, fault_backbone: Any, make_product: Any
+) -> None:
+    """The broker refuses the publish after commit: the image waits ``pending`` and is marked
+    unpublished.  The periodic sweep (``STUCK_AFTER`` 600 s, not overridden) publishes it again
+    once the failure is ``REPUBLISH_AFTER`` old, and the worker gets it ready."""
+    fault_backbone(REPUBLISH_AFTER=1)
+    with broker_at(celery_app_real, f"redis://127.0.0.1:{free_port()}/6"):
+        product = photo_product(make_product, colour_png(1))
+    image = tracked(product)
+    assert image.status == Status.PENDING and image.publish_failed_at is not None
+    with mock.patch.object(indexing, "publish") as publish:
+        assert indexing.sweep_stuck()["requeued"] == 0  # younger than REPUBLISH_AFTER
+    publish.assert_not_called()
+    wait_for(lambda: indexing.sweep_stuck()["requeued"] == 1, timeout=10, interval=0.3)
+    wait_for(lambda: tracked(product).status == Status.READY, timeout=60)
+    assert tracked(product).publish_failed_at is None

@@ -90,17 +90,17 @@ def test_upload_that_could_not_be_queued_is_requeued_by_the_next_sweep(
     celery_worker: Any, celery_app_real: Any, make_product: Any, add_image: Any, settings: Any
 ) -> None:
     """The issue's "imgrec_sweep re-queued 0 of them": an image whose task could not be sent is
-    due for the very next sweep, not only after STUCK_AFTER (600 s)."""
+    published again by the first sweep after REPUBLISH_AFTER, not only after STUCK_AFTER (600 s)."""
     from django.core.management import call_command
 
     from tests.faults.broker import broker_at, free_port
 
-    settings.IMGREC = {**settings.IMGREC, "TEXT_MODEL": None}
+    settings.IMGREC = {**settings.IMGREC, "TEXT_MODEL": None, "REPUBLISH_AFTER": 0}
     product = make_product()
     with broker_at(celery_app_real, f"redis://127.0.0.1:{free_port()}/6"):  # nothing listens there
         image = add_image(product, make_image_bytes(), name="late.jpg")
     tracked = IndexedImage.objects.get(source_id=str(image.pk))
-    assert tracked.status == Status.PENDING and tracked.queued_at is None
+    assert tracked.status == Status.PENDING and tracked.publish_failed_at is not None
     import io
 
     out = io.StringIO()

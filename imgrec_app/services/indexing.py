@@ -10,9 +10,11 @@ is still the one it read (a stale task never overwrites a newer file's vector).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import re
+import secrets
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,14 +22,14 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from django.db import models, transaction
-from django.db.models import Case, F, Func, IntegerField, Q, Value, When
+from django.db import DatabaseError, connection, models, transaction
+from django.db.models import F, Func, IntegerField, Q
 from django.utils import timezone
 
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import ImageSource, get_image_source, sources_for_model
 from imgrec_app.ml.preprocess import ImageError, load_rgb
-from imgrec_app.models import ImageEmbedding, IndexedImage, ProductImage
+from imgrec_app.models import ImageEmbedding, IndexedImage, ProductImage, ProductVector
 from imgrec_app.services.models import ModelRef, configured_model, sync_serving_model
 from imgrec_app.services.vectors import ensure_hnsw_index, refresh_product_vectors
 
@@ -126,13 +128,13 @@ def forget_product(product: models.Model) -> None:
     """Remove everything imgrec holds about a deleted product (its images, vectors, history)."""
     from django.contrib.contenttypes.models import ContentType
 
-    from imgrec_app.models import CategoryPrediction, CoView, Interaction, ProductVector
+    from imgrec_app.models import CategoryPrediction, CoView, Interaction, PendingText, ProductVector
 
     ct = ContentType.objects.get_for_model(product)
     key = str(product.pk)
     for image in ProductImage.objects.filter(content_type=ct, object_id=key):
         image.delete()  # its own post_delete untracks it
-    for model in (IndexedImage, ProductVector, CategoryPrediction, Interaction):
+    for model in (IndexedImage, ProductVector, CategoryPrediction, Interaction, PendingText):
         model.objects.filter(content_type=ct, object_id=key).delete()
     CoView.objects.filter(content_type=ct, object_id=key).delete()
     CoView.objects.filter(content_type=ct, other_id=key).delete()
@@ -186,18 +188,18 @@ def publish(image_ids: Sequence[int], *, chunk_size: int | None = None) -> int:
                 len(image_ids) - start,
                 exc,
             )
-            _due_for_sweeper(image_ids[start:])
+            _mark_unpublished(list(image_ids[start:]))
             break
     return sent
 
 
-def _due_for_sweeper(image_ids: Sequence[int]) -> None:
-    """Mark images whose task could not be sent: the sweeper's next run queues them (it takes
-    pending images without ``queued_at`` at once, not only after ``STUCK_AFTER``)."""
+def _mark_unpublished(image_ids: list[int]) -> None:
+    """Remember that these pending images were never queued: the sweeper publishes them again
+    after ``REPUBLISH_AFTER`` seconds instead of ``STUCK_AFTER``."""
     try:
-        IndexedImage.objects.filter(pk__in=list(image_ids), status=Status.PENDING).update(queued_at=None)
-    except Exception:  # the database is down too: STUCK_AFTER still brings them back
-        logger.warning("imgrec could not mark %s unqueued image(s) for the sweeper", len(image_ids), exc_info=True)
+        IndexedImage.objects.filter(pk__in=image_ids, status=Status.PENDING).update(publish_failed_at=timezone.now())
+    except DatabaseError:
+        logger.warning("imgrec could not mark %s image(s) unpublished", len(image_ids), exc_info=True)
 
 
 # --- processing -------------------------------------------------------------------------------
@@ -212,6 +214,15 @@ class BatchSummary:
     reused: int = 0
     failed: dict[str, int] = field(default_factory=dict)
     skipped: int = 0
+
+    def add(self, other: BatchSummary) -> BatchSummary:
+        self.claimed += other.claimed
+        self.ready += other.ready
+        self.reused += other.reused
+        self.skipped += other.skipped
+        for code, n in other.failed.items():
+            self.failed[code] = self.failed.get(code, 0) + n
+        return self
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -232,72 +243,142 @@ class _Work:
     reuse: ImageEmbedding | None = None
 
 
+# A claim is live while its worker holds a session-level advisory lock on its token.  When the
+# worker process dies (SIGKILL, OOM, lost machine), its connection closes and Postgres drops the
+# lock: rows still ``processing`` under a token nobody holds belong to a dead claim.
+_HELD_TOKENS = (
+    "SELECT (l.classid::bigint << 32) | l.objid::bigint FROM pg_locks l"
+    " WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+def _dead_claim_sql() -> str:
+    table = IndexedImage._meta.db_table
+    return (
+        f'("{table}"."status" = \'processing\' AND "{table}"."claim_token" IS NOT NULL'
+        f' AND "{table}"."claim_token" NOT IN ({_HELD_TOKENS}))'
+    )
+
+
+def _lock_token(token: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [token])
+
+
+def _unlock_token(token: int) -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [token])
+    except DatabaseError:
+        pass  # the connection is gone, and the lock with it
+
+
+def dead_claims(*, limit: int | None = None) -> list[int]:
+    """Images still ``processing`` whose worker died (nobody holds their claim's lock)."""
+    qs = IndexedImage.objects.filter(status=Status.PROCESSING).extra(where=[_dead_claim_sql()]).order_by("pk")
+    ids = qs.values_list("pk", flat=True)
+    return list(ids[:limit] if limit else ids)
+
+
 def claim(image_ids: Sequence[int], *, model_id: str, extra: int = 0, reclaim: bool = False) -> list[IndexedImage]:
-    """Atomically mark images ``processing`` and return them; rows others hold are skipped.
+    """Atomically mark images ``processing`` under a new claim and return them; rows other
+    deliveries hold are skipped (``SKIP LOCKED`` while they claim, the status afterwards).
+
+    The caller's connection holds a session-level advisory lock on the claim's token until
+    :func:`release_claim` or :func:`end_claim`: that is how a dead worker's claim is told from a
+    live one (:func:`dead_claims`).
 
     Args:
         image_ids: the images a task was given.
         model_id: the model that will embed them.
         extra: also claim up to this many other pending images (greedy batching).
-        reclaim: take rows already ``processing`` too (a retried or redelivered task).
+        reclaim: also take rows of *dead* claims (a retried or redelivered task, or a task
+            recovering what a killed worker left); live claims are never taken over.
     """
-    now = timezone.now()
-    statuses = [Status.PENDING] + ([Status.PROCESSING] if reclaim else [])
-    # Images claimed together share ``started_at``.  A row taken back from a delivery that died
-    # keeps that stamp, so :func:`with_batch_mates` still finds the rest of its batch after
-    # another death (a poison image redelivered again and again).
-    stamp = Case(When(status=Status.PROCESSING, started_at__isnull=False, then=F("started_at")), default=Value(now))
-    with transaction.atomic():
-        ids = list(
-            IndexedImage.objects.select_for_update(skip_locked=True)
-            .filter(pk__in=list(image_ids), status__in=statuses)
-            .values_list("pk", flat=True)
-        )
-        if extra > 0:
-            ids += list(
-                IndexedImage.objects.select_for_update(skip_locked=True)
-                .filter(status=Status.PENDING, attempts=0)
-                .exclude(pk__in=ids)
-                .order_by("queued_at", "pk")
-                .values_list("pk", flat=True)[:extra]
+    token = secrets.randbits(62) + 1
+    _lock_token(token)  # before any row carries the token: a claim is never seen dead while alive
+    try:
+        with transaction.atomic():
+            own = IndexedImage.objects.select_for_update(skip_locked=True).filter(pk__in=list(image_ids))
+            if reclaim:
+                table = IndexedImage._meta.db_table
+                own = own.extra(where=[f'("{table}"."status" = \'pending\' OR {_dead_claim_sql()})'])
+            else:
+                own = own.filter(status=Status.PENDING)
+            ids = list(own.values_list("pk", flat=True))
+            if extra > 0:
+                ids += list(
+                    IndexedImage.objects.select_for_update(skip_locked=True)
+                    .filter(status=Status.PENDING, attempts=0)
+                    .exclude(pk__in=ids)
+                    .order_by("queued_at", "pk")
+                    .values_list("pk", flat=True)[:extra]
+                )
+            IndexedImage.objects.filter(pk__in=ids).update(
+                status=Status.PROCESSING,
+                started_at=timezone.now(),
+                claim_token=token,
+                publish_failed_at=None,
+                model_id=model_id,
+                attempts=F("attempts") + 1,
             )
-        IndexedImage.objects.filter(pk__in=ids).update(
-            status=Status.PROCESSING,
-            started_at=stamp if reclaim else Value(now),
-            model_id=model_id,
-            attempts=F("attempts") + 1,
-        )
+    except BaseException:
+        _unlock_token(token)
+        raise
+    if not ids:
+        _unlock_token(token)
+        return []
     return list(IndexedImage.objects.filter(pk__in=ids).order_by("pk"))
 
 
-def with_batch_mates(image_ids: Sequence[int]) -> list[int]:
-    """These images plus the unfinished ones claimed in the same batch (greedy batching puts
-    images of other tasks in a batch; if the worker died or the batch must be retried, only this
-    task comes back, and it must take them back too — or they would wait for the sweeper)."""
-    ids = list(image_ids)
-    stamps = set(IndexedImage.objects.filter(pk__in=ids, started_at__isnull=False).values_list("started_at", flat=True))
-    if not stamps:
-        return ids
-    mates = IndexedImage.objects.filter(started_at__in=stamps, status__in=[Status.PENDING, Status.PROCESSING]).exclude(
-        pk__in=ids
-    )
-    return ids + sorted(mates.values_list("pk", flat=True))
+def release_claim(token: int) -> int:
+    """Put a claim's unfinished images back to ``pending`` after a transient error (database,
+    broker); the attempt does not count against ``MAX_ATTEMPTS``.  Returns how many."""
+    try:
+        return IndexedImage.objects.filter(claim_token=token, status=Status.PROCESSING).update(
+            status=Status.PENDING, queued_at=timezone.now(), attempts=F("attempts") - 1
+        )
+    except DatabaseError:
+        return 0  # the database is down: the claim is dead now, the next task takes it over
+
+
+def end_claim(token: int) -> None:
+    """Drop the claim's lock.  Rows it left ``processing`` (a crash) are then a dead claim."""
+    _unlock_token(token)
 
 
 def give_up_on_lost(image_ids: Sequence[int]) -> int:
-    """Mark ``failed: worker_lost`` the images whose processing killed the worker
-    ``MAX_ATTEMPTS`` times (they are still ``processing`` when their task is redelivered)."""
+    """Mark ``failed: worker_lost`` the images of dead claims that were claimed ``MAX_ATTEMPTS``
+    times (the worker died each time: a poison image must not kill workers forever)."""
     max_attempts = imgrec_settings.MAX_ATTEMPTS
-    lost = IndexedImage.objects.filter(
-        pk__in=list(image_ids), status=Status.PROCESSING, attempts__gte=max_attempts
-    ).update(
-        status=Status.FAILED,
-        failure_reason="worker_lost",
-        failure_detail=f"The worker died while processing this image {max_attempts} times.",
+    lost = (
+        IndexedImage.objects.filter(pk__in=list(image_ids), attempts__gte=max_attempts)
+        .extra(where=[_dead_claim_sql()])
+        .update(
+            status=Status.FAILED,
+            failure_reason="worker_lost",
+            failure_detail=f"The worker died while processing this image {max_attempts} times.",
+        )
     )
     if lost:
         logger.warning("imgrec gave up on %s image(s) that killed the worker %s times", lost, max_attempts)
     return lost
+
+
+def recover_dead_claims(*, limit: int | None = None) -> BatchSummary:
+    """Take over what killed workers left ``processing``, one image at a time (so a poison image
+    only takes itself down); images that already killed ``MAX_ATTEMPTS`` workers end
+    ``failed: worker_lost``.  Every embedding task does this first, so a killed worker's batch
+    — claimed under any task's name — is redone by the next task (issue 13 §3.1)."""
+    total = BatchSummary()
+    ids = dead_claims(limit=limit)
+    if not ids:
+        return total
+    give_up_on_lost(ids)
+    for image_id in ids:
+        total.add(process_images([image_id], reclaim=True, greedy=False))
+    return total
 
 
 class VectorSizeMismatch(RuntimeError):
@@ -384,18 +465,22 @@ def process_images(image_ids: Sequence[int], *, reclaim: bool = False, greedy: b
     summary = BatchSummary(claimed=len(images), skipped=max(0, len(set(image_ids)) - len(images)))
     if not images:
         return summary
-    ensure_hnsw_index(ref.model_id, ref.dim)
-    batch = max(1, int(imgrec_settings.BATCH_SIZE))
-    workers = max(1, int(imgrec_settings.DECODE_WORKERS))
-    touched: set[tuple[int, str]] = set()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgrec-decode") as pool:
-        # Decoding runs ahead in the pool while the model works on the previous batch.
-        futures: list[Future[_Work]] = [pool.submit(_prepare, _Work(image), encoder) for image in images]
-        for start in range(0, len(futures), batch):
-            works = [f.result() for f in futures[start : start + batch]]
-            _encode_and_write(works, encoder, ref, summary)
-            touched |= {(w.image.content_type_id, w.image.object_id) for w in works}
-    refresh_product_vectors(touched, ref.model_id)
+    token = images[0].claim_token
+    try:
+        ensure_hnsw_index(ref.model_id, ref.dim)
+        batch = max(1, int(imgrec_settings.BATCH_SIZE))
+        workers = max(1, int(imgrec_settings.DECODE_WORKERS))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgrec-decode") as pool:
+            # Decoding runs ahead in the pool while the model works on the previous batch.
+            futures: list[Future[_Work]] = [pool.submit(_prepare, _Work(image), encoder) for image in images]
+            for start in range(0, len(futures), batch):
+                works = [f.result() for f in futures[start : start + batch]]
+                _encode_and_write(works, encoder, ref, summary, token)
+    except DatabaseError:
+        release_claim(token)  # transient: back to pending for the task's retry
+        raise
+    finally:
+        end_claim(token)  # anything else left processing is a dead claim, recovered at once
     sync_serving_model()
     return summary
 
@@ -413,7 +498,38 @@ def load_encoder(ref: ModelRef) -> Any:
     )
 
 
-def _encode_and_write(works: list[_Work], encoder: Any, ref: ModelRef, summary: BatchSummary) -> None:
+@dataclass
+class _Result:
+    """What one image's work produced, before it is written."""
+
+    image: IndexedImage
+    status: str
+    vector: np.ndarray | None = None
+    labels: list = field(default_factory=list)
+    file_hash: str = ""
+    reason: str = ""
+    detail: str = ""
+    reused: bool = False
+
+
+def _encode_and_write(
+    works: list[_Work], encoder: Any, ref: ModelRef, summary: BatchSummary, token: int | None
+) -> None:
+    """Embed one sub-batch and write its results (see :func:`write_results`)."""
+    results = _encode(works, encoder, ref)
+    written = {r.image.pk for r in write_results(results, ref.model_id, token=token)}
+    for r in results:
+        if r.image.pk not in written:
+            summary.skipped += r.status == Status.READY
+        elif r.status == Status.READY:
+            summary.ready += 1
+            summary.reused += r.reused
+        else:
+            summary.failed[r.reason] = summary.failed.get(r.reason, 0) + 1
+            logger.info("imgrec image %s failed: %s (%s)", r.image.pk, r.reason, r.detail)
+
+
+def _encode(works: list[_Work], encoder: Any, ref: ModelRef) -> list[_Result]:
     # The same file (same hash) already embedded by this model: reuse its vector.
     known = {
         e.file_hash: e
@@ -434,27 +550,89 @@ def _encode_and_write(works: list[_Work], encoder: Any, ref: ModelRef, summary: 
                 errors[work.image.pk] = ImageError(result.errors[row], "The model could not embed it.")
             else:
                 vectors[work.image.pk] = (result.vectors[row], result.labels[row])
+    results = []
     for work in works:
         image = work.image
-        if work.error is not None:
-            _finish_failed(image, work.error.code, work.error.message, summary)
+        error = work.error or errors.get(image.pk)
+        if error is not None:
+            results.append(_Result(image, Status.FAILED, reason=error.code, detail=error.message))
             continue
         if work.reuse is not None:
             vec, labels = np.asarray(work.reuse.vector, dtype=np.float32), work.reuse.labels
-        elif image.pk in errors:
-            _finish_failed(image, errors[image.pk].code, errors[image.pk].message, summary)
-            continue
         else:
             vec, labels = vectors[image.pk]
         problem = vector_problem(vec, ref.dim)
         if problem:
-            _finish_failed(image, "bad_vector", problem, summary)
+            results.append(_Result(image, Status.FAILED, reason="bad_vector", detail=problem))
             continue
-        if _finish_ready(image, vec, labels, work.file_hash, ref.model_id):
-            summary.ready += 1
-            summary.reused += work.reuse is not None
-        else:
-            summary.skipped += 1
+        results.append(
+            _Result(image, Status.READY, vec, list(labels or []), work.file_hash, reused=work.reuse is not None)
+        )
+    return results
+
+
+def _vector_text(vec: np.ndarray) -> str:
+    return "[" + ",".join(map(str, np.asarray(vec, dtype=np.float32).tolist())) + "]"
+
+
+def write_results(results: Sequence[_Result], model_id: str, *, token: int | None = None) -> list[_Result]:
+    """Write a sub-batch's results in ONE transaction: the statuses (one ``UPDATE … FROM
+    (VALUES …)`` that only matches rows still ``processing`` at the revision this task read),
+    the vectors of the rows it matched (one ``INSERT … ON CONFLICT``) and their products'
+    vectors and labels.  An image is never ``ready`` without its product's vector (issue 13 §1):
+    if anything here fails, nothing of the sub-batch is written and the images stay claimed.
+    With ``token``, only rows still held by that claim are written (a claim taken over after
+    its worker was thought dead never writes over the new one's results).
+
+    Returns:
+        The results that were written (stale ones — image deleted, replaced or re-queued
+        meanwhile — are dropped).
+    """
+    if not results:
+        return []
+    ii, ie = IndexedImage._meta.db_table, ImageEmbedding._meta.db_table
+    rows, params = [], []
+    for r in results:
+        rows.append("(%s::bigint, %s::integer, %s::varchar, %s::varchar, %s::varchar, %s::text)")
+        params += [r.image.pk, r.image.revision, r.status, r.file_hash, r.reason[:40], r.detail[:2000]]
+    by_pk = {r.image.pk: r for r in results}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {ii} AS i
+               SET status = v.status,
+                   file_hash = CASE WHEN v.status = 'ready' THEN v.file_hash ELSE i.file_hash END,
+                   indexed_at = CASE WHEN v.status = 'ready' THEN now() ELSE i.indexed_at END,
+                   failure_reason = v.reason, failure_detail = v.detail, updated_at = now()
+              FROM (VALUES {", ".join(rows)}) AS v(id, revision, status, file_hash, reason, detail)
+             WHERE i.id = v.id AND i.revision = v.revision AND i.status = 'processing'
+               AND (%s::bigint IS NULL OR i.claim_token = %s::bigint)
+            RETURNING i.id, i.content_type_id, i.object_id
+            """,
+            params + [token, token],
+        )
+        matched = cursor.fetchall()
+        ready = [(pk, ct, obj) for pk, ct, obj in matched if by_pk[pk].status == Status.READY]
+        if ready:
+            cursor.execute(
+                f"""
+                INSERT INTO {ie} (image_id, model_id, vector, file_hash, labels, created_at)
+                SELECT t.id, %s, t.vec::vector, t.hash, t.labels::jsonb, now()
+                  FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS t(id, vec, hash, labels)
+                ON CONFLICT (image_id, model_id) DO UPDATE
+                   SET vector = EXCLUDED.vector, file_hash = EXCLUDED.file_hash, labels = EXCLUDED.labels
+                """,
+                [
+                    model_id,
+                    [pk for pk, _, _ in ready],
+                    [_vector_text(by_pk[pk].vector) for pk, _, _ in ready],
+                    [by_pk[pk].file_hash for pk, _, _ in ready],
+                    [json.dumps(by_pk[pk].labels) for pk, _, _ in ready],
+                ],
+            )
+            # The products' vectors (and labels) in the same transaction.
+            refresh_product_vectors({(ct, obj) for _, ct, obj in ready}, model_id)
+    return [by_pk[pk] for pk, _, _ in matched]
 
 
 def vector_problem(vec: np.ndarray, dim: int) -> str:
@@ -472,47 +650,6 @@ def vector_problem(vec: np.ndarray, dim: int) -> str:
 def is_usable_vector(vec: np.ndarray, dim: int) -> bool:
     """A vector is stored only if it has the model's size, is finite and is not zero."""
     return not vector_problem(vec, dim)
-
-
-def _finish_ready(image: IndexedImage, vec: np.ndarray, labels: list, file_hash: str, model_id: str) -> bool:
-    """Store a vector if the image still has the revision this task read; True if stored."""
-    with transaction.atomic():
-        current = (
-            IndexedImage.objects.select_for_update()
-            .filter(pk=image.pk, revision=image.revision, status=Status.PROCESSING)
-            .first()
-        )
-        if current is None:
-            return False  # deleted, replaced or re-queued meanwhile: this result is stale
-        ImageEmbedding.objects.update_or_create(
-            image=current,
-            model_id=model_id,
-            defaults={"vector": vec.tolist(), "file_hash": file_hash, "labels": labels},
-        )
-        IndexedImage.objects.filter(pk=image.pk).update(
-            status=Status.READY,
-            file_hash=file_hash,
-            indexed_at=timezone.now(),
-            failure_reason="",
-            failure_detail="",
-        )
-    return True
-
-
-def _finish_failed(image: IndexedImage, code: str, detail: str, summary: BatchSummary) -> None:
-    updated = IndexedImage.objects.filter(pk=image.pk, revision=image.revision, status=Status.PROCESSING).update(
-        status=Status.FAILED, failure_reason=code, failure_detail=detail[:2000]
-    )
-    if updated:
-        summary.failed[code] = summary.failed.get(code, 0) + 1
-        logger.info("imgrec image %s failed: %s (%s)", image.pk, code, detail)
-
-
-def release(image_ids: Sequence[int]) -> int:
-    """Put claimed images back to ``pending`` (a transient failure before their results)."""
-    return IndexedImage.objects.filter(pk__in=list(image_ids), status=Status.PROCESSING).update(
-        status=Status.PENDING, queued_at=timezone.now()
-    )
 
 
 # --- sweeping -------------------------------------------------------------------------------
@@ -559,28 +696,115 @@ def delete_orphan_files(*, older_than: timedelta | None = None) -> int:
     return deleted
 
 
+def products_missing_vectors(model_id: str, *, limit: int | None = None) -> list[tuple[int, str]]:
+    """Products with a ``ready`` image embedded by ``model_id`` but no product vector of it.
+
+    Results are written with their product vector in one transaction, so this should stay
+    empty; the sweeper repairs whatever it finds (data written before that, or a product
+    refresh after a move or delete that failed after its commit).
+    """
+    ii, ie, pv = IndexedImage._meta.db_table, ImageEmbedding._meta.db_table, ProductVector._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT DISTINCT i.content_type_id, i.object_id
+              FROM {ii} i JOIN {ie} e ON e.image_id = i.id AND e.model_id = %s
+             WHERE i.status = 'ready'
+               AND NOT EXISTS (SELECT 1 FROM {pv} p
+                                WHERE p.content_type_id = i.content_type_id
+                                  AND p.object_id = i.object_id AND p.model_id = %s)
+             ORDER BY 1, 2
+            """
+            + (" LIMIT %s" if limit else ""),
+            [model_id, model_id] + ([limit] if limit else []),
+        )
+        return [(ct, obj) for ct, obj in cursor.fetchall()]
+
+
+def _vector_models() -> list[str]:
+    """The serving model, then the configured one (during a backfill they differ)."""
+    from imgrec_app.services.models import serving_model
+
+    serving = serving_model()
+    ids = [serving.model_id] if serving else []
+    configured = configured_model().model_id
+    return ids + ([configured] if configured not in ids else [])
+
+
+def missing_product_vector_count() -> int:
+    """How many products lack a product vector of the serving (or configured) model although
+    they have a ready image embedded by it (``imgrec_status`` shows it; the sweeper repairs)."""
+    return sum(len(products_missing_vectors(m)) for m in _vector_models())
+
+
+def reconcile_product_vectors(*, chunk_size: int = 500) -> int:
+    """Write the missing product vectors :func:`products_missing_vectors` finds; returns how many."""
+    fixed = 0
+    for model_id in _vector_models():
+        while True:
+            pairs = products_missing_vectors(model_id, limit=chunk_size)
+            if not pairs:
+                break
+            written = refresh_product_vectors(pairs, model_id)
+            fixed += written
+            if written < len(pairs):  # should not happen; never loop forever
+                break
+    if fixed:
+        logger.warning("imgrec wrote %s missing product vector(s)", fixed)
+    return fixed
+
+
 def sweep_stuck(*, older_than: timedelta | None = None, publish_now: bool = True) -> dict[str, int]:
-    """Queue again images stuck in pending/processing; give up on ones that kill workers.
+    """Queue again images that wait for nothing; give up on ones that kill workers.
+
+    - a **dead claim** (rows left ``processing`` by a worker that died: nobody holds the claim's
+      lock) is queued again at once, whatever its age, and stays ``processing`` so that the task
+      takes it over one image at a time (issue 13 §3.1); images claimed ``MAX_ATTEMPTS`` times
+      end ``failed: worker_lost``;
+    - a pending image whose publish failed (broker down) is queued again once that is
+      ``REPUBLISH_AFTER`` seconds old;
+    - anything else pending or processing longer than ``older_than`` (default ``STUCK_AFTER``)
+      is queued again (a lost message, a worker stuck alive).
+
+    Also writes product vectors that are missing (:func:`reconcile_product_vectors`).
 
     Returns:
-        Counts: ``requeued`` and ``worker_lost``.
+        Counts: ``requeued``, ``worker_lost``, ``dead_claims`` (part of ``requeued``) and
+        ``reconciled`` (product vectors written).
     """
+    now = timezone.now()
     age = older_than if older_than is not None else timedelta(seconds=imgrec_settings.STUCK_AFTER)
-    cutoff = timezone.now() - age
+    cutoff = now - age
+    republish_cutoff = now - timedelta(seconds=imgrec_settings.REPUBLISH_AFTER)
     max_attempts = imgrec_settings.MAX_ATTEMPTS
+    lost = give_up_on_lost(dead_claims())
+    dead = dead_claims()
     stuck_processing = Q(status=Status.PROCESSING, started_at__lt=cutoff)
-    lost = IndexedImage.objects.filter(stuck_processing, attempts__gte=max_attempts).update(
-        status=Status.FAILED,
-        failure_reason="worker_lost",
-        failure_detail=f"The worker died while processing this image {max_attempts} times.",
+    lost += (
+        IndexedImage.objects.filter(stuck_processing, attempts__gte=max_attempts)
+        .exclude(pk__in=dead)
+        .update(
+            status=Status.FAILED,
+            failure_reason="worker_lost",
+            failure_detail=f"The worker died while processing this image {max_attempts} times.",
+        )
     )
     stuck = IndexedImage.objects.filter(
         stuck_processing
         | Q(status=Status.PENDING, queued_at__lt=cutoff)
         | Q(status=Status.PENDING, queued_at__isnull=True)
-    )
+        | Q(status=Status.PENDING, publish_failed_at__lt=republish_cutoff)
+    ).exclude(pk__in=dead)
     ids = list(stuck.values_list("pk", flat=True))
-    IndexedImage.objects.filter(pk__in=ids).update(status=Status.PENDING, queued_at=timezone.now())
-    if ids and publish_now:
-        publish(ids)
-    return {"requeued": len(ids), "worker_lost": lost}
+    IndexedImage.objects.filter(pk__in=ids).update(status=Status.PENDING, queued_at=now, publish_failed_at=None)
+    if (ids or dead) and publish_now:
+        publish(sorted(dead) + ids)
+    from imgrec_app.services.text import sweep_waiting
+
+    return {
+        "requeued": len(ids) + len(dead),
+        "worker_lost": lost,
+        "dead_claims": len(dead),
+        "reconciled": reconcile_product_vectors(),
+        "texts_requeued": sweep_waiting(older_than=age) if publish_now else 0,
+    }

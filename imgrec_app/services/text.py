@@ -1,7 +1,11 @@
 """Product-text vectors: embed the configured text fields, store them like image vectors.
 
 Enabled by ``IMGREC["TEXT_MODEL"]``.  A product save queues work only when the text changed (its
-hash differs from the stored vector's ``source_hash``).
+hash differs from the stored vector's ``source_hash``): it records the product as waiting
+(:class:`~imgrec_app.models.PendingText`, in the save's transaction) and publishes a task after
+commit.  Tasks batch greedily, like image tasks: one task claims its own products *and* up to
+``TASK_BATCH_SIZE`` other waiting ones (``FOR UPDATE SKIP LOCKED``) and embeds them in one
+forward pass; the tasks of the products it took find nothing left to do.
 """
 
 from __future__ import annotations
@@ -9,13 +13,15 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import get_product_model, product_content_type, product_key
-from imgrec_app.models import ProductVector
+from imgrec_app.models import PendingText, ProductVector
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +67,25 @@ def needs_text_vector(product: Any) -> bool:
 
 
 def product_saved(product: Any) -> None:
-    """Queue a text embedding after commit when the product's text changed."""
+    """Record the product as waiting and queue a text embedding after commit when its text changed."""
     if not needs_text_vector(product):
         return
     pk = product_key(product)
+    mark_waiting([pk])
     transaction.on_commit(lambda: publish_text([pk]), robust=True)
 
 
-def publish_text(product_ids: Sequence[str]) -> None:
+def mark_waiting(product_ids: Iterable[str]) -> None:
+    """Record products whose text vector is to be (re)made (kept until a task embeds them)."""
+    ct = product_content_type()
+    PendingText.objects.bulk_create(
+        [PendingText(content_type=ct, object_id=str(p)) for p in product_ids], ignore_conflicts=True
+    )
+
+
+def publish_text(product_ids: Sequence[str]) -> bool:
+    """Send one text task for these products; on a broker outage they stay waiting and the
+    sweeper publishes them again (``REPUBLISH_AFTER``).  Returns whether it was sent."""
     from imgrec_app.tasks import embed_texts
 
     try:
@@ -78,8 +95,71 @@ def publish_text(product_ids: Sequence[str]) -> None:
             retry=True,
             retry_policy={"max_retries": 1, "interval_start": 0.2},
         )
+        return True
     except Exception as exc:
-        logger.warning("imgrec could not queue text embeddings (%s); run imgrec_reindex --text", exc)
+        logger.warning("imgrec could not queue text embeddings (%s); the sweeper queues them again", exc)
+        try:
+            PendingText.objects.filter(
+                content_type=product_content_type(), object_id__in=[str(p) for p in product_ids]
+            ).update(publish_failed_at=timezone.now())
+        except DatabaseError:
+            pass
+        return False
+
+
+def embed_waiting(product_ids: Iterable[Any], *, limit: int | None = None) -> int:
+    """Embed these products' texts plus other waiting ones, up to ``limit`` (default
+    ``TASK_BATCH_SIZE``) in all: greedy batching, so a backlog of saves costs a few forward
+    passes instead of one task per product.  The claimed waiting rows are deleted in the same
+    transaction as the vectors are written (a worker that dies leaves them waiting).
+
+    Returns:
+        The number of text vectors written.
+    """
+    if text_model() is None:
+        return 0
+    limit = limit or imgrec_settings.TASK_BATCH_SIZE
+    own = [str(p) for p in product_ids]
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                SELECT id, object_id FROM {PendingText._meta.db_table}
+                 WHERE content_type_id = %s
+                 ORDER BY (object_id = ANY(%s)) DESC, queued_at, id
+                 LIMIT %s
+                   FOR UPDATE SKIP LOCKED
+                """,
+                [product_content_type().pk, own, max(limit, len(own))],
+            )
+            claimed = cursor.fetchall()
+        ids = list(dict.fromkeys([obj for _, obj in claimed] + own))
+        written = embed_products(ids)
+        PendingText.objects.filter(pk__in=[pk for pk, _ in claimed]).delete()
+    return written
+
+
+def sweep_waiting(*, older_than: timedelta) -> int:
+    """Publish again products waiting longer than ``older_than`` (a lost message) or whose
+    publish failed ``REPUBLISH_AFTER`` seconds ago; returns how many."""
+    if text_model() is None:
+        return 0
+    now = timezone.now()
+    from django.db.models import Q
+
+    waiting = PendingText.objects.filter(
+        Q(queued_at__lt=now - older_than)
+        | Q(publish_failed_at__lt=now - timedelta(seconds=imgrec_settings.REPUBLISH_AFTER))
+    )
+    ids = list(waiting.order_by("queued_at", "pk").values_list("object_id", flat=True))
+    if not ids:
+        return 0
+    PendingText.objects.filter(object_id__in=ids).update(queued_at=now, publish_failed_at=None)
+    size = imgrec_settings.TASK_BATCH_SIZE
+    for start in range(0, len(ids), size):
+        if not publish_text(ids[start : start + size]):
+            break
+    return len(ids)
 
 
 def embed_products(product_ids: Iterable[Any], *, batch_size: int = 64) -> int:

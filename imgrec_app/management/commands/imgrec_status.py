@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from imgrec_app.services import reindex
+from imgrec_app.services import indexing, reindex
 
 
 class Command(BaseCommand):
@@ -18,6 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         status = reindex.index_status()
+        status["products_missing_vectors"] = indexing.missing_product_vector_count()
         if options["json"]:
             self.stdout.write(json.dumps(status, indent=2, default=str))
             return
@@ -35,6 +36,9 @@ class Command(BaseCommand):
             self.stdout.write("Failures by reason:")
             for reason, n in sorted(status["failures_by_reason"].items()):
                 self.stdout.write(f"  {reason:<20} {n}")
+        # Should be 0: a product with a ready image but no product vector is missing from shelves
+        # (the sweeper writes them).
+        self.stdout.write(f"Products missing a vector: {status['products_missing_vectors']}")
         if status["broker"] == "not configured":
             self.stdout.write(
                 "Broker: not configured (set CELERY_BROKER_URL and load your Celery app: "

@@ -22,6 +22,7 @@ class Command(BaseCommand):
         result = indexing.sweep_stuck(older_than=age)
         serving = sync_serving_model()
         self.stdout.write(
-            f"Re-queued {result['requeued']} image(s); {result['worker_lost']} marked worker_lost. "
+            f"Re-queued {result['requeued']} image(s); {result['worker_lost']} marked worker_lost; "
+            f"{result['reconciled']} missing product vector(s) written. "
             f"Serving: {serving.model_id if serving else '-'}"
         )
