@@ -82,6 +82,17 @@ DEFAULTS: dict[str, Any] = {
     # pgvector: hnsw.ef_search floor and hnsw.max_scan_tuples for filtered (iterative) scans.
     "HNSW_EF_SEARCH": 100,
     "HNSW_MAX_SCAN_TUPLES": 50_000,
+    # Shelf cache of the public similar-products shelf (API and template tags), in Django's cache
+    # framework.  Cached ids are re-checked against the rules on every read (never a sold-out,
+    # unpublished or deleted product); a model switch or a change of the product's own vectors
+    # drops the entry; new neighbours appear once it expires (docs/DESIGN.md, "Shelf cache").
+    "SHELF_CACHE": True,
+    # Seconds a cached similar shelf lives (bounds how long a new product waits for cached shelves).
+    "SHELF_CACHE_TIMEOUT": 30,
+    # Alias in ``CACHES`` of the shelf cache.
+    "SHELF_CACHE_ALIAS": "default",
+    # Database alias the shelves read from (e.g. a read replica); None: the router's read database.
+    "SHELF_DATABASE": None,
     # --- history -------------------------------------------------------------------------------
     # How many recent interactions build a visitor's interest profile.
     "HISTORY_LENGTH": 50,

@@ -24,6 +24,22 @@ def test_similar_endpoint_returns_described_items(client, catalogue):  # noqa: F
     assert first["url"].startswith("http://testserver/p/")
 
 
+def test_similar_endpoint_statements_cold_and_cached(client, catalogue):  # noqa: F811
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    products, _ = catalogue
+    client.get(f"/api/imgrec/products/{products[1].pk}/similar/?limit=8")  # the process reads the serving model once
+    url = f"/api/imgrec/products/{products[0].pk}/similar/?limit=8"
+    with CaptureQueriesContext(connection) as cold:
+        first = client.get(url)
+    with CaptureQueriesContext(connection) as cached:
+        again = client.get(url)
+    assert len(cold) == 3  # the product, one k-NN statement (rules, fusion, near-duplicates), the shelf's products
+    assert len(cached) == 2  # the product, the cached ids through the rules (images annotated)
+    assert first.json() == again.json() and len(first.json()["results"]) == 8
+
+
 @pytest.mark.parametrize("limit", ["0", "51", "abc"])
 def test_limit_is_bounded(client, catalogue, limit):  # noqa: F811
     products, _ = catalogue
