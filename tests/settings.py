@@ -12,3 +12,7 @@ CELERY_BROKER_URL = os.environ.get("IMGREC_TEST_REDIS_URL", REDIS_URL.rsplit("/"
 MEDIA_ROOT = os.path.join(os.environ["IMGREC_VAR_DIR"], "media")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 IMGREC = {**IMGREC, "QUEUES": {"embed": "imgrec.test.embed", "light": "imgrec.test.light"}, "TORCH_THREADS": 2}
+
+# A second alias on the same database, as a read replica would be (shelf reads through
+# IMGREC["SHELF_DATABASE"], tests/test_shelf_cache.py).  TEST MIRROR: no second test database.
+DATABASES = {**DATABASES, "replica": {**DATABASES["default"], "TEST": {"MIRROR": "default"}}}  # noqa: F405

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import models
-from django.db.models import OuterRef, QuerySet, Subquery
-from django.db.models.functions import Cast
+from django.db import connection
+from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
@@ -21,14 +21,21 @@ from imgrec_app.models import IndexedImage
 
 
 def with_primary_image(qs: QuerySet) -> QuerySet:
-    """Products annotated with their primary (else first) image: ``_imgrec_image_source`` and
-    ``_imgrec_image_name``, so :func:`describe` needs no query of its own."""
-    images = IndexedImage.objects.filter(
-        content_type=product_content_type(), object_id=Cast(OuterRef("pk"), models.CharField())
-    ).order_by("-is_primary", "pk")
+    """Products annotated with their primary (else first) image as ``_imgrec_image``
+    (``"<source>\\n<file name>"`` or None), so :func:`describe` needs no query of its own.
+
+    Raw SQL on the product table's own name: compiling two ORM subqueries cost more than the
+    whole cached shelf's SQL (bench/similar_peer.py).
+    """
+    model = qs.model
+    ii = IndexedImage._meta.db_table
+    outer = f'{connection.ops.quote_name(model._meta.db_table)}.{connection.ops.quote_name(model._meta.pk.column)}'
     return qs.annotate(
-        _imgrec_image_source=Subquery(images.values("source")[:1]),
-        _imgrec_image_name=Subquery(images.values("file_name")[:1]),
+        _imgrec_image=RawSQL(
+            f"SELECT source || E'\\n' || file_name FROM {ii} WHERE content_type_id = %s "
+            f"AND object_id = ({outer})::text ORDER BY is_primary DESC, id LIMIT 1",
+            [product_content_type().pk],
+        )
     )
 
 
@@ -38,10 +45,11 @@ def _annotated_image_urls(items: Sequence[Any]) -> dict[str, str] | None:
     urls: dict[str, str] = {}
     for item in items:
         product = item.product
-        if not hasattr(product, "_imgrec_image_name"):
+        if not hasattr(product, "_imgrec_image"):
             return None
-        if product._imgrec_image_name:
-            url = _url(product._imgrec_image_source, product._imgrec_image_name, storages)
+        if product._imgrec_image:
+            source_key, name = product._imgrec_image.split("\n", 1)
+            url = _url(source_key, name, storages)
             if url is not None:
                 urls[item.product_id] = url
     return urls

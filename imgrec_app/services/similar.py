@@ -26,7 +26,7 @@ from typing import Any
 
 from django.core.cache import caches
 from django.db import connections, router
-from django.db.models import Exists, OuterRef, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, QuerySet
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast
 
@@ -306,9 +306,13 @@ def load_products(ids: Sequence[str], restrict: QuerySet, *, check: tuple[int, s
     to_python = get_product_model()._meta.pk.to_python
     qs = presentation.with_primary_image(restrict.filter(pk__in=[to_python(i) for i in ids]))
     if check is not None:
+        sm = ServingModel._meta.db_table
         qs = qs.annotate(
-            _imgrec_serving=Subquery(ServingModel.objects.filter(modality="image").values("model_id")[:1]),
-            _imgrec_stamp=RawSQL(_stamp_sql(ProductVector._meta.db_table), list(check)),
+            _imgrec_check=RawSQL(
+                f"SELECT coalesce((SELECT model_id FROM {sm} WHERE modality = 'image'), '') || ' ' || "
+                f"{_stamp_sql(ProductVector._meta.db_table)}",
+                list(check),
+            )
         )
     return {product_key(p.pk): p for p in qs.order_by()}
 
@@ -384,11 +388,11 @@ def _from_cache(entry: dict[str, Any], restrict: QuerySet, product: Any) -> list
     products = load_products(ids, restrict, check=(product_content_type().pk, product_key(product)))
     if len(products) != len(ids):
         return None  # an item is sold out, unpublished or deleted now: compute the shelf again
-    first = next(iter(products.values()))
-    if first._imgrec_serving != entry["model"]:
+    serving, _, stamp = next(iter(products.values()))._imgrec_check.partition(" ")
+    if serving != entry["model"]:
         serving_models.forget_serving_models()
         return None
-    if first._imgrec_stamp != entry["stamp"]:
+    if stamp != entry["stamp"]:
         return None  # the product's own vectors changed
     items = [Recommendation(pid, score, reason, source, list(because)) for pid, score, reason, source, because in entry["items"]]
     return _attach(items, products)
