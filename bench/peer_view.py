@@ -37,11 +37,14 @@ class PeerSimilarView(APIView):
     def get(self, request: Request, product_id: str) -> Response:
         from imgrec_app.models import ProductVector
 
+        from imgrec_app.querysets import index_vector_type
+
         model_id, dim, ct = _model()
+        vt = index_vector_type(dim)  # the serving index's type (VECTOR_STORAGE)
         table = ProductVector._meta.db_table
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT object_id, vector::vector({dim}) <=> (SELECT vector::vector({dim}) FROM {table} "
+                f"SELECT object_id, vector::{vt}({dim}) <=> (SELECT vector::{vt}({dim}) FROM {table} "
                 "      WHERE model_id = %s AND content_type_id = %s AND object_id = %s) AS distance "
                 f"FROM {table} WHERE model_id = %s AND content_type_id = %s ORDER BY distance LIMIT 11",
                 [model_id, ct, product_id, model_id, ct],

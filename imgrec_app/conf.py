@@ -79,6 +79,10 @@ DEFAULTS: dict[str, Any] = {
     "CATEGORY_CAP": 3,
     # Upper bound of ``limit`` accepted from callers.
     "MAX_LIMIT": 50,
+    # HNSW index and query type: "vector" (float32) or "halfvec" (float16: half the index memory,
+    # its own index per model; vectors above 2,000 dimensions are always halfvec).  The table
+    # keeps float32 vectors; switching builds the other index (``imgrec_reindex`` / next write).
+    "VECTOR_STORAGE": "vector",
     # pgvector: hnsw.ef_search floor and hnsw.max_scan_tuples for filtered (iterative) scans.
     "HNSW_EF_SEARCH": 100,
     "HNSW_MAX_SCAN_TUPLES": 50_000,

@@ -65,8 +65,8 @@ def test_cache_never_serves_a_product_the_rules_now_exclude(catalogue, change): 
 
 def test_model_switch_by_another_process_invalidates_the_cache(catalogue):  # noqa: F811
     products, vectors = catalogue
-    before = _ids(recommend.similar_products(products[0], limit=8))
-    # A second model whose geometry differs: product i's neighbours are i's reverse-order peers.
+    # A second model, backfilled before the shelf is cached (so the product's vector stamp does
+    # not change at the switch); its geometry differs from the first.
     rng = np.random.default_rng(7)
     other = _unit(rng.normal(size=(len(products), DIM)))
     ct = ContentType.objects.get_for_model(products[0])
@@ -74,6 +74,7 @@ def test_model_switch_by_another_process_invalidates_the_cache(catalogue):  # no
         [ProductVector(content_type=ct, object_id=str(p.pk), model_id="test-model:v2:p1", vector=v.tolist()) for p, v in zip(products, other)]
     )
     ensure_hnsw_index("test-model:v2:p1", DIM)
+    before = _ids(recommend.similar_products(products[0], limit=8))
     # Another process switches: this process's cached serving model is now stale.
     ServingModel.objects.filter(modality="image").update(model_id="test-model:v2:p1")
     after = _ids(recommend.similar_products(products[0], limit=8))
@@ -153,3 +154,44 @@ def test_near_duplicate_photos_are_collapsed_in_sql(catalogue):  # noqa: F811
     assert str(twin_of_self.pk) not in shelf  # the same photo as the product itself
     assert (x in shelf) != (str(twin_of_x.pk) in shelf)  # one of the two twins, not both
     assert len(shelf) == 8
+
+
+def test_checks_name_bad_serving_settings(settings):
+    from imgrec_app.checks import check_settings
+
+    settings.IMGREC = {
+        **settings.IMGREC,
+        "SHELF_CACHE_TIMEOUT": 0,
+        "SHELF_CACHE_ALIAS": "nope",
+        "SHELF_DATABASE": "nowhere",
+        "VECTOR_STORAGE": "float8",
+    }
+    ids = {e.id for e in check_settings()}
+    assert {"imgrec_app.E030", "imgrec_app.E031", "imgrec_app.E032", "imgrec_app.E033"} <= ids
+    settings.IMGREC = {**settings.IMGREC, "SHELF_CACHE_TIMEOUT": 30, "SHELF_CACHE_ALIAS": "default", "SHELF_DATABASE": "replica", "VECTOR_STORAGE": "halfvec"}
+    assert not {e.id for e in check_settings()} & {"imgrec_app.E030", "imgrec_app.E031", "imgrec_app.E032", "imgrec_app.E033"}
+
+
+def test_fused_image_and_text_scores_are_exact_for_every_candidate(catalogue, settings):  # noqa: F811
+    """Image + text k-NN in one statement: a candidate found by one modality gets the other
+    modality's similarity computed next to it, so every fused score is the exact sum."""
+    from imgrec_app.ml.text import TEXT_MODELS
+
+    products, vectors = catalogue
+    text_id, text_dim = TEXT_MODELS["all-MiniLM-L6-v2"]
+    rng = np.random.default_rng(3)
+    text = _unit(rng.normal(size=(len(products), text_dim)))
+    ct = ContentType.objects.get_for_model(products[0])
+    ProductVector.objects.bulk_create(
+        [ProductVector(content_type=ct, object_id=str(p.pk), modality="text", model_id=text_id, vector=v.tolist()) for p, v in zip(products, text)]
+    )
+    settings.IMGREC = {**settings.IMGREC, "TEXT_MODEL": "all-MiniLM-L6-v2", "SIMILAR_WEIGHTS": {"image": 1.0, "text": 1.0, "coview": 0.0}}
+    items = recommend.similar_products(products[0], limit=8)
+    index = {str(p.pk): i for i, p in enumerate(products)}
+    fused = vectors @ vectors[0] + text @ text[0]
+    for item in items:
+        j = index[item.product_id]
+        assert abs(item.score - fused[j]) < 1e-4
+    assert [i.score for i in items] == sorted((i.score for i in items), reverse=True)
+    fused[0] = -np.inf
+    assert items[0].product_id == str(products[int(np.argmax(fused))].pk)

@@ -33,7 +33,7 @@ from django.db.models.functions import Cast
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import category_field_lookup, get_product_model, product_category, product_content_type, product_key
 from imgrec_app.models import CoView, ProductVector, ServingModel
-from imgrec_app.querysets import HNSW_MAX_VECTOR_DIM
+from imgrec_app.querysets import index_vector_type
 from imgrec_app.services import models as serving_models
 from imgrec_app.services import presentation, search
 from imgrec_app.services.text import text_model
@@ -54,8 +54,7 @@ class Modality:
 
     @property
     def cast(self) -> str:
-        vt = "vector" if self.dim <= HNSW_MAX_VECTOR_DIM else "halfvec"
-        return f"{vt}({int(self.dim)})"
+        return f"{index_vector_type(self.dim)}({int(self.dim)})"
 
 
 @dataclass
