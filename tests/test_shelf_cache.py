@@ -140,6 +140,10 @@ def test_shelves_read_from_the_replica_alias(make_product, settings):
     sims = vecs @ vecs[0]
     sims[0] = -np.inf
     assert _ids(cold) == _ids(cached) == [str(products[j].pk) for j in np.argsort(-sims)[:5]]
+    # A product without a vector gets its labelled fallback (trending reads the default database).
+    lonely = make_product("no vector yet", category="fruit")  # alone in its category: trending, then new
+    fallback = recommend.similar_products(lonely, limit=3)
+    assert len(fallback) == 3 and {i.source for i in fallback} <= {"fallback:category", "fallback:trending", "fallback:new"}
 
 
 def test_near_duplicate_photos_are_collapsed_in_sql(catalogue):  # noqa: F811

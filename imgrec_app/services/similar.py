@@ -336,9 +336,8 @@ def similar_products(
 
     limit = recommend.clamp_limit(limit)
     using = shelf_database()
-    restrict = recommend._rules(
-        same_category_as=product if same_category else None, price_band=price_band, product=product
-    ).using(using)
+    rules = recommend._rules(same_category_as=product if same_category else None, price_band=price_band, product=product)
+    restrict = rules.using(using)
     serving = serving_models.cached_serving_model(using=using)
     use_cache = bool(attach and imgrec_settings.SHELF_CACHE and serving is not None)
     ckey = None
@@ -354,7 +353,7 @@ def similar_products(
             use_cache = serving is not None
             if use_cache:
                 ckey = cache_key(product, serving[0], limit=limit, same_category=same_category, price_band=price_band)
-    items, stamp = _compute(product, limit=limit, restrict=restrict, using=using, serving=serving)
+    items, stamp = _compute(product, limit=limit, restrict=restrict, rules=rules, using=using, serving=serving)
     if not attach:
         return items
     products = load_products([i.product_id for i in items], restrict)
@@ -398,9 +397,13 @@ def _from_cache(entry: dict[str, Any], restrict: QuerySet, product: Any) -> list
 
 
 def _compute(
-    product: Any, *, limit: int, restrict: QuerySet, using: str, serving: tuple[str, int] | None
+    product: Any, *, limit: int, restrict: QuerySet, rules: QuerySet, using: str, serving: tuple[str, int] | None
 ) -> tuple[list[Any], str | None]:
-    """The shelf computed (cold): ``(items, vector stamp or None)``."""
+    """The shelf computed (cold): ``(items, vector stamp or None)``.
+
+    ``restrict`` is the rules on the shelf database; the labelled fallbacks (trending: history
+    tables) read the default database with ``rules`` (Django refuses subqueries across aliases).
+    """
     from imgrec_app.services import recommend
 
     key = product_key(product)
@@ -416,7 +419,7 @@ def _compute(
             mods = modalities(res.serving)
             res = run(mods, ct=ct, key=key, n=n, restrict=restrict, using=using, want_vectors=want_vectors) if mods else None
     if res is None or not res.has_vector:
-        items = recommend._fallback(limit=limit, exclude={key}, restrict=restrict, category_of=product)
+        items = recommend._fallback(limit=limit, exclude={key}, restrict=rules, category_of=product)
         return items, res.stamp if res is not None else None
     scored = fuse(res.rows, key)
     scored = dedupe(scored, {r.object_id: r for r in res.rows})
@@ -425,7 +428,7 @@ def _compute(
         scored += recommend._fallback(
             limit=limit - len(scored),
             exclude={key, *(r.product_id for r in scored)},
-            restrict=restrict,
+            restrict=rules,
             category_of=product,
         )
     return scored, res.stamp
