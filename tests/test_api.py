@@ -36,8 +36,20 @@ def test_similar_endpoint_statements_cold_and_cached(client, catalogue):  # noqa
     with CaptureQueriesContext(connection) as cached:
         again = client.get(url)
     assert len(cold) == 3  # the product, one k-NN statement (rules, fusion, near-duplicates), the shelf's products
-    assert len(cached) == 2  # the product, the cached ids through the rules (images annotated)
+    assert len(cached) == 1  # the cached ids through the rules (images, product existence checked)
     assert first.json() == again.json() and len(first.json()["results"]) == 8
+
+
+def test_cached_shelf_of_a_deleted_product_is_404(client, catalogue):  # noqa: F811
+    from imgrec_app.models import ProductVector
+
+    products, _ = catalogue
+    url = f"/api/imgrec/products/{products[0].pk}/similar/?limit=8"
+    assert client.get(url).status_code == 200  # now cached
+    # Deleted behind Django's back (no signal): its vectors, hence the cache entry's stamp, stay.
+    type(products[0]).objects.filter(pk=products[0].pk)._raw_delete("default")
+    assert ProductVector.objects.filter(object_id=str(products[0].pk)).exists()
+    assert client.get(url).status_code == 404
 
 
 @pytest.mark.parametrize("limit", ["0", "51", "abc"])

@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 from imgrec_app.api import serializers as s
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import get_product_model
-from imgrec_app.services import history, presentation, recommend
+from imgrec_app.services import history, presentation, recommend, similar
 
 
 class PrivateResponseMixin:
@@ -104,9 +104,13 @@ class SimilarProductsView(APIView):
         responses=s.ShelfSerializer,
     )
     def get(self, request: Request, product_id: str) -> Response:
-        product = _product(product_id)
         same = request.query_params.get("same_category", "").lower() in ("1", "true", "yes")
-        items = recommend.similar_products(product, limit=_limit(request), same_category=same)
+        limit = _limit(request)
+        # A cached shelf first: one query (it also checks that the product still exists).
+        items = None if same else similar.cached_shelf(product_id, limit=limit)
+        if items is None:
+            product = _product(product_id)
+            items = recommend.similar_products(product, limit=limit, same_category=same)
         return Response({"results": presentation.describe(items, request)})
 
 
