@@ -39,6 +39,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_sources()
     errors += _check_values()
     errors += _check_search()
+    errors += _check_serving()
     return errors
 
 
@@ -336,6 +337,48 @@ def _check_search() -> list[CheckMessage]:
                 f"{SETTING_NAME}['SEARCH_QUEUE'] must be a queue name or None, not {queue!r}.",
                 hint="None sends search photos to QUEUES['embed'].",
                 id="imgrec_app.E040",
+            )
+        )
+    return errors
+
+
+def _check_serving() -> list[CheckMessage]:
+    """Shelf cache, shelf database and vector storage settings (E041–E044)."""
+    errors: list[CheckMessage] = []
+    timeout = imgrec_settings.SHELF_CACHE_TIMEOUT
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['SHELF_CACHE_TIMEOUT'] must be a positive number of seconds, not {timeout!r}.",
+                hint="It bounds how long a new product waits for cached shelves; turn the cache off "
+                "with SHELF_CACHE = False.",
+                id="imgrec_app.E041",
+            )
+        )
+    alias = imgrec_settings.SHELF_CACHE_ALIAS
+    if imgrec_settings.SHELF_CACHE and alias not in getattr(settings, "CACHES", {"default": {}}):
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['SHELF_CACHE_ALIAS'] = {alias!r} is not in CACHES.",
+                hint="Name a configured cache, or set SHELF_CACHE = False.",
+                id="imgrec_app.E042",
+            )
+        )
+    db = imgrec_settings.SHELF_DATABASE
+    if db is not None and db not in settings.DATABASES:
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['SHELF_DATABASE'] = {db!r} is not in DATABASES.",
+                hint="Name the read replica's alias, or None for the router's read database.",
+                id="imgrec_app.E043",
+            )
+        )
+    if imgrec_settings.VECTOR_STORAGE not in ("vector", "halfvec"):
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['VECTOR_STORAGE'] must be 'vector' or 'halfvec'.",
+                hint="'halfvec' builds HNSW indexes of half-precision vectors (half the memory).",
+                id="imgrec_app.E044",
             )
         )
     return errors

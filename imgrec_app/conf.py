@@ -94,9 +94,24 @@ DEFAULTS: dict[str, Any] = {
     "CATEGORY_CAP": 3,
     # Upper bound of ``limit`` accepted from callers.
     "MAX_LIMIT": 50,
+    # HNSW index and query type: "vector" (float32) or "halfvec" (float16: half the index memory,
+    # its own index per model; vectors above 2,000 dimensions are always halfvec).  The table
+    # keeps float32 vectors; switching builds the other index (``imgrec_reindex`` / next write).
+    "VECTOR_STORAGE": "vector",
     # pgvector: hnsw.ef_search floor and hnsw.max_scan_tuples for filtered (iterative) scans.
     "HNSW_EF_SEARCH": 100,
     "HNSW_MAX_SCAN_TUPLES": 50_000,
+    # Shelf cache of the public similar-products shelf (API and template tags), in Django's cache
+    # framework.  Cached ids are re-checked against the rules on every read (never a sold-out,
+    # unpublished or deleted product); a model switch or a change of the product's own vectors
+    # drops the entry; new neighbours appear once it expires (docs/DESIGN.md, "Shelf cache").
+    "SHELF_CACHE": True,
+    # Seconds a cached similar shelf lives (bounds how long a new product waits for cached shelves).
+    "SHELF_CACHE_TIMEOUT": 30,
+    # Alias in ``CACHES`` of the shelf cache.
+    "SHELF_CACHE_ALIAS": "default",
+    # Database alias the shelves read from (e.g. a read replica); None: the router's read database.
+    "SHELF_DATABASE": None,
     # --- history -------------------------------------------------------------------------------
     # How many recent interactions build a visitor's interest profile.
     "HISTORY_LENGTH": 50,

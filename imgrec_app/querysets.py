@@ -26,9 +26,22 @@ class IndexedImageQuerySet(models.QuerySet):
         return {status: n for status, n in rows}
 
 
+def index_vector_type(dim: int) -> str:
+    """``"vector"`` or ``"halfvec"``: the type HNSW indexes and k-NN queries cast to.
+
+    ``halfvec`` above pgvector's 2,000-dimension limit for ``vector``, or everywhere with
+    ``IMGREC["VECTOR_STORAGE"] = "halfvec"`` (half the index memory).
+    """
+    from imgrec_app.conf import imgrec_settings
+
+    if dim > HNSW_MAX_VECTOR_DIM or imgrec_settings.VECTOR_STORAGE == "halfvec":
+        return "halfvec"
+    return "vector"
+
+
 def cast_vector(dim: int) -> Cast:
     """The column cast to the model's size: the same expression as the model's HNSW index."""
-    field = VectorField(dimensions=dim) if dim <= HNSW_MAX_VECTOR_DIM else HalfVectorField(dimensions=dim)
+    field = VectorField(dimensions=dim) if index_vector_type(dim) == "vector" else HalfVectorField(dimensions=dim)
     return Cast("vector", output_field=field)
 
 

@@ -187,3 +187,17 @@ def add_image(db: Any) -> Callable[..., Any]:
         )
 
     return add
+
+
+@pytest.fixture(autouse=True)
+def _fresh_shelf_cache() -> Iterator[None]:
+    """Every test starts with an empty cache (the shelf cache lives in it) and forgets the
+    serving model this process cached: ids and rows of earlier tests' databases mean nothing."""
+    from django.core.cache import caches
+
+    from imgrec_app.services.models import forget_serving_models
+
+    for cache in caches.all(initialized_only=True):
+        cache.clear()
+    forget_serving_models()
+    yield

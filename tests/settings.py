@@ -16,3 +16,7 @@ IMGREC = {**IMGREC, "QUEUES": {"embed": "imgrec.test.embed", "light": "imgrec.te
 # broker's database); tests/test_reliability_web.py runs the throttle on the demo's Redis cache.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 SILENCED_SYSTEM_CHECKS = ["imgrec_app.W030"]
+
+# A second alias on the same database, as a read replica would be (shelf reads through
+# IMGREC["SHELF_DATABASE"], tests/test_shelf_cache.py).  TEST MIRROR: no second test database.
+DATABASES = {**DATABASES, "replica": {**DATABASES["default"], "TEST": {"MIRROR": "default"}}}  # noqa: F405

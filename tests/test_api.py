@@ -24,6 +24,36 @@ def test_similar_endpoint_returns_described_items(client, catalogue):  # noqa: F
     assert first["url"].startswith("http://testserver/p/")
 
 
+def test_similar_endpoint_statements_cold_and_cached(client, catalogue):  # noqa: F811
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    products, _ = catalogue
+    client.get(f"/api/imgrec/products/{products[1].pk}/similar/?limit=8")  # the process reads the serving model once
+    url = f"/api/imgrec/products/{products[0].pk}/similar/?limit=8"
+    with CaptureQueriesContext(connection) as cold:
+        first = client.get(url)
+    with CaptureQueriesContext(connection) as cached:
+        again = client.get(url)
+    assert len(cold) == 3  # the product, one k-NN statement (rules, fusion, near-duplicates), the shelf's products
+    # The product through the visibility rule (a hidden id is a 404 like a missing one), then the
+    # cached ids through the rules (images, product existence checked).
+    assert len(cached) == 2
+    assert first.json() == again.json() and len(first.json()["results"]) == 8
+
+
+def test_cached_shelf_of_a_deleted_product_is_404(client, catalogue):  # noqa: F811
+    from imgrec_app.models import ProductVector
+
+    products, _ = catalogue
+    url = f"/api/imgrec/products/{products[0].pk}/similar/?limit=8"
+    assert client.get(url).status_code == 200  # now cached
+    # Deleted behind Django's back (no signal): its vectors, hence the cache entry's stamp, stay.
+    type(products[0]).objects.filter(pk=products[0].pk)._raw_delete("default")
+    assert ProductVector.objects.filter(object_id=str(products[0].pk)).exists()
+    assert client.get(url).status_code == 404
+
+
 @pytest.mark.parametrize("limit", ["0", "51", "abc"])
 def test_limit_is_bounded(client, catalogue, limit):  # noqa: F811
     products, _ = catalogue

@@ -23,7 +23,7 @@ from imgrec_app.api.parsers import BoundedJSONParser
 from imgrec_app.api.schema import extend_schema, use_spectacular_schema  # works whatever DEFAULT_SCHEMA_CLASS
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import get_product_model, get_visible_product
-from imgrec_app.services import controls, history, presentation, recommend, throttle
+from imgrec_app.services import controls, history, presentation, recommend, similar, throttle
 
 
 class PrivateResponseMixin:
@@ -110,9 +110,15 @@ class SimilarProductsView(APIView):
     def get(self, request: Request, product_id: str) -> Response:
         product = _visible_product(product_id)
         same = request.query_params.get("same_category", "").lower() in ("1", "true", "yes")
-        return _shelf_response(
-            request, lambda n: recommend.similar_products(product, limit=n, same_category=same), _limit(request)
-        )
+
+        def items_for(limit: int) -> list[Any]:
+            # A cached shelf first: one query (it re-applies the rules to the cached ids).
+            items = None if same else similar.cached_shelf(product_id, limit=limit)
+            if items is None:
+                items = recommend.similar_products(product, limit=limit, same_category=same)
+            return items
+
+        return _shelf_response(request, items_for, _limit(request))
 
 
 class BoughtTogetherView(APIView):

@@ -46,6 +46,36 @@ def serving_model(modality: str = IMAGE) -> ServingModel | None:
     return ServingModel.objects.filter(modality=modality).first()
 
 
+# (database alias, modality) -> (model id, dimensions) of the serving model, per process.  Shelves
+# read it from here and their own statement returns the current row, so a switch made by another
+# process is noticed on the next shelf (:func:`remember_serving_model`) without a query of its own.
+_serving_cache: dict[tuple[str, str], tuple[str, int]] = {}
+
+
+def cached_serving_model(modality: str = IMAGE, *, using: str = "default") -> tuple[str, int] | None:
+    """``(model id, dimensions)`` of the serving model, read once per process and database."""
+    key = (using, modality)
+    hit = _serving_cache.get(key)
+    if hit is None:
+        row = ServingModel.objects.using(using).filter(modality=modality).first()
+        if row is None:
+            return None  # nothing indexed yet: not cached, the next call looks again
+        hit = _serving_cache[key] = (row.model_id, int(row.dimensions))
+    return hit
+
+
+def remember_serving_model(value: tuple[str, int] | None, *, modality: str = IMAGE, using: str = "default") -> None:
+    """Record the serving model a query just read from the database (None: forget it)."""
+    if value is None:
+        _serving_cache.pop((using, modality), None)
+    else:
+        _serving_cache[(using, modality)] = (value[0], int(value[1]))
+
+
+def forget_serving_models() -> None:
+    _serving_cache.clear()
+
+
 def backfill_remaining(model_id: str) -> int:
     """How many live images still lack a vector of ``model_id`` (failed ones do not count)."""
     return (
@@ -59,6 +89,7 @@ def switch_serving(model_id: str, dim: int, *, modality: str = IMAGE) -> Serving
         row, _ = ServingModel.objects.update_or_create(
             modality=modality, defaults={"model_id": model_id, "dimensions": dim}
         )
+    forget_serving_models()  # this process; other processes notice on their next shelf
     logger.info("imgrec now serves %s vectors from %s", modality, model_id)
     return row
 

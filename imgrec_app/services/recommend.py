@@ -102,7 +102,11 @@ def _rules(*, same_category_as: Any = None, price_band: float | None = None, pro
         same = same_category_filter(same_category_as)
         if same is not None:  # a many-to-many or a tree: as a pk subquery, so joins add no duplicates
             qs = qs.filter(pk__in=qs.model._default_manager.filter(same).values("pk"))
-        elif lookup and (category := product_category(same_category_as)) is not None:
+        # The attname (``category_id``) when the model has it: no query for the related row.
+        elif lookup and (
+            category := (getattr(same_category_as, lookup) if hasattr(same_category_as, lookup) else None)
+            or product_category(same_category_as)
+        ) is not None:
             qs = qs.filter(**{lookup: category})
     if price_band and product is not None and getattr(product, "price", None) is not None:
         price = float(product.price)
@@ -289,97 +293,11 @@ def similar_products(
         Up to ``limit`` :class:`Recommendation` items, best first; a labelled fallback when the
         product has no vector yet.
     """
-    limit = clamp_limit(limit)
-    key = product_key(product)
-    restrict = _rules(same_category_as=product if same_category else None, price_band=price_band, product=product)
-    own, models = _queries_for([key])
-    queries = [_Query(m, own[m][key], mid, dim) for m, mid, dim in models if key in own[m]]
-    if not queries:
-        items = _fallback(limit=limit, exclude={key}, restrict=restrict, category_of=product)
-        return attach_products(items) if attach else items
-    coviews = _coviews(key, restrict) if imgrec_settings.SIMILAR_WEIGHTS.get("coview", 0) else {}
-    n = limit * int(imgrec_settings.CANDIDATE_FACTOR)
-    sims, vectors = _fused_candidates(queries, n=n, restrict=restrict, exclude=[key], extra=coviews)
-    max_cov = max(coviews.values(), default=0)
-    scored = []
-    for c, parts in sims.items():
-        if max_cov and c in coviews:
-            parts = {**parts, "coview": coviews[c] / max_cov}
-        score, source = _fuse(parts)
-        scored.append(Recommendation(c, score, REASONS[source], f"similar:{source}", [key]))
-    scored.sort(key=lambda r: (-r.score, r.product_id))
-    image_query = own.get("image", {}).get(key)
-    scored = _dedupe_and_diversify(scored, vectors.get("image", {}), image_query, limit)
-    if len(scored) < limit:
-        scored += _fallback(
-            limit=limit - len(scored),
-            exclude={key, *(r.product_id for r in scored)},
-            restrict=restrict,
-            category_of=product,
-        )
-    return attach_products(scored) if attach else scored
+    from imgrec_app.services import similar
 
-
-def _coviews(key: str, restrict: QuerySet) -> dict[str, int]:
-    rows = (
-        CoView.objects.filter(
-            content_type=product_content_type(),
-            object_id=key,
-            visitors__gte=imgrec_settings.COVIEW_MIN_VISITORS,
-            other_id__in=pk_strings(restrict),
-        )
-        .order_by("-visitors")
-        .values_list("other_id", "visitors")[:50]
+    return similar.similar_products(
+        product, limit=limit, same_category=same_category, price_band=price_band, attach=attach
     )
-    return dict(rows)
-
-
-def _dedupe_and_diversify(
-    items: list[Recommendation], vecs: dict[str, np.ndarray], query: np.ndarray | None, limit: int
-) -> list[Recommendation]:
-    """Collapse near-duplicate images, then apply the configured diversity (MMR or category cap)."""
-    threshold = float(imgrec_settings.NEAR_DUPLICATE_SIMILARITY)
-    kept: list[Recommendation] = []
-    for item in items:
-        v = vecs.get(item.product_id)
-        if v is not None:
-            if query is not None and _cos(query, v) >= threshold:
-                continue  # the same photo as the product itself
-            if any(vecs.get(k.product_id) is not None and _cos(v, vecs[k.product_id]) >= threshold for k in kept):
-                continue
-        kept.append(item)
-    mode = imgrec_settings.DIVERSITY
-    if mode == "mmr" and vecs:
-        lam = float(imgrec_settings.MMR_LAMBDA)
-        chosen: list[Recommendation] = []
-        pool = list(kept)
-        while pool and len(chosen) < limit:
-
-            def mmr(r: Recommendation) -> float:
-                v = vecs.get(r.product_id)
-                redundancy = max(
-                    (_cos(v, vecs[c.product_id]) for c in chosen if v is not None and c.product_id in vecs), default=0.0
-                )
-                return lam * r.score - (1 - lam) * redundancy
-
-            best = max(pool, key=mmr)
-            pool.remove(best)
-            chosen.append(best)
-        return chosen
-    if mode == "category":
-        cap = int(imgrec_settings.CATEGORY_CAP)
-        model = get_product_model()
-        products = model._default_manager.in_bulk(_pks(r.product_id for r in kept))
-        per: dict[Any, int] = {}
-        out = []
-        for r in kept:
-            p = products.get(model._meta.pk.to_python(r.product_id))
-            cat = product_category(p) if p is not None else None
-            per[cat] = per.get(cat, 0) + 1
-            if cat is None or per[cat] <= cap:
-                out.append(r)
-        return out[:limit]
-    return kept[:limit]
 
 
 # --- recommended for you ---------------------------------------------------------------------------

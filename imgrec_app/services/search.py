@@ -94,6 +94,36 @@ def _one_round_trip(qs: QuerySet, limit: int) -> list[tuple[str, float]] | None:
         return [(obj, dist) for obj, dist in cursor.fetchall()]
 
 
+def run_knn_statement(sql: str, params: Sequence[Any], *, limit: int, using: str = "default") -> list[tuple]:
+    """Run one k-NN statement with pgvector's settings (:func:`_session_settings`); its rows.
+
+    One round trip where psycopg 3's client-side binding allows it (settings, statement and
+    :data:`_RESTORE` as one multi-statement string, see :func:`_one_round_trip`); otherwise in a
+    transaction of its own: BEGIN, settings, statement, reset, COMMIT.
+    """
+    db = connections[using]
+    settings_sql, settings_params = _session_settings(limit)
+    if _multi_statement_ok(db):
+        with db.cursor() as cursor:
+            cursor.execute(f"{settings_sql}; {sql}; {_RESTORE}", [*settings_params, *params])
+            cursor.nextset()
+            return cursor.fetchall()
+    with transaction.atomic(using=using), db.cursor() as cursor:
+        cursor.execute(settings_sql, settings_params)
+        cursor.execute(sql, list(params))
+        rows = cursor.fetchall()
+        cursor.execute(_RESTORE)
+        return rows
+
+
+def _multi_statement_ok(db: Any) -> bool:
+    if db.vendor != "postgresql" or db.settings_dict.get("OPTIONS", {}).get("server_side_binding"):
+        return False
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return bool(is_psycopg3)
+
+
 def _allowed_by(restrict_to: QuerySet) -> Exists:
     """``EXISTS (SELECT 1 FROM products WHERE <rules> AND pk = object_id::<pk type>)``.
 
@@ -169,9 +199,14 @@ def vectors_of(object_ids: Iterable[str], *, model_id: str) -> dict[str, np.ndar
 
 
 def _from_binary(data: bytes | memoryview) -> np.ndarray:
+    return vector_from_binary(data)
+
+
+def vector_from_binary(data: bytes | memoryview, *, halfvec: bool = False) -> np.ndarray:
+    """A vector from pgvector's binary form (``vector_send`` / ``halfvec_send``) as float32."""
     raw = bytes(data)
     dim = int.from_bytes(raw[:2], "big")
-    vec = np.frombuffer(raw, dtype=">f4", count=dim, offset=4)
+    vec = np.frombuffer(raw, dtype=">f2" if halfvec else ">f4", count=dim, offset=4)
     return vec.astype(np.float32)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from django.db import connection, transaction
 
 from imgrec_app.models import ImageEmbedding, IndexedImage, ProductVector
-from imgrec_app.querysets import HNSW_MAX_VECTOR_DIM
+from imgrec_app.querysets import index_vector_type
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +26,16 @@ _ensured: set[tuple[str, str, int]] = set()
 
 
 def vector_type(dim: int) -> str:
-    return "vector" if dim <= HNSW_MAX_VECTOR_DIM else "halfvec"
+    return index_vector_type(dim)
 
 
 def index_name(table: str, model_id: str) -> str:
+    """The model's HNSW index; with ``VECTOR_STORAGE = "halfvec"`` a separate one (``…_h``)."""
+    from imgrec_app.conf import imgrec_settings
+
     digest = hashlib.sha1(model_id.encode()).hexdigest()[:12]
-    return f"imgrec_{'pv' if table.endswith('productvector') else 'ie'}_{digest}"
+    suffix = "_h" if imgrec_settings.VECTOR_STORAGE == "halfvec" else ""
+    return f"imgrec_{'pv' if table.endswith('productvector') else 'ie'}_{digest}{suffix}"
 
 
 def ensure_hnsw_index(model_id: str, dim: int, *, table: str | None = None) -> str:
@@ -39,8 +43,8 @@ def ensure_hnsw_index(model_id: str, dim: int, *, table: str | None = None) -> s
     if not _MODEL_ID_RE.match(model_id):
         raise ValueError(f"Unsafe model id {model_id!r}")
     table = table or ProductVector._meta.db_table
-    key = (connection.alias, table + model_id, dim)
     name = index_name(table, model_id)
+    key = (connection.alias, table + name, dim)
     if key in _ensured:
         return name
     with connection.cursor() as cursor:

@@ -55,10 +55,10 @@ def recommended_for_you(context: template.Context, limit: int = 8) -> list[Any]:
 
 
 def _render_shelf(context: template.Context, kind: str, title: str, items: list[Any]) -> SafeString:
-    from imgrec_app.services.presentation import primary_image_urls
+    from imgrec_app.services.presentation import image_urls
 
     try:
-        images = primary_image_urls([i.product_id for i in items])
+        images = image_urls(items)
         entries = [
             {
                 "item": i,

@@ -1,0 +1,233 @@
+"""The one SQL statement of a cold similar-products shelf (see :mod:`imgrec_app.services.similar`).
+
+Built as text around the host's compiled rules: per modality a k-NN by the product's stored vector
+(``ORDER BY vector <=> (SELECT vector … WHERE object_id = %s)``) with the rules' ``EXISTS`` inside,
+"viewed together" pairs, the distances a candidate lacks, near-duplicate pairs (and MMR
+similarities) among the candidates, the serving model's row and the product's vector stamp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models.functions import Cast
+
+from imgrec_app.conf import imgrec_settings
+from imgrec_app.hosts import get_product_model
+from imgrec_app.models import CoView, ProductVector, ServingModel
+from imgrec_app.querysets import index_vector_type
+from imgrec_app.services import search
+from imgrec_app.services.text import text_model
+
+
+@dataclass(frozen=True)
+class Modality:
+    name: str
+    model_id: str
+    dim: int
+
+    @property
+    def cast(self) -> str:
+        return f"{index_vector_type(self.dim)}({int(self.dim)})"
+
+
+@dataclass
+class Row:
+    """One candidate as the statement returns it."""
+
+    object_id: str
+    distances: dict[str, float]
+    visitors: int | None
+    duplicates: list[str]
+    # Image similarity to the other candidates (only for MMR diversity).
+    similar_to: dict[str, float] | None
+
+
+@dataclass
+class Result:
+    serving: tuple[str, int] | None
+    stamp: str
+    has_vector: bool
+    rows: list[Row]
+
+
+def modalities(serving: tuple[str, int] | None) -> list[Modality]:
+    weights = imgrec_settings.SIMILAR_WEIGHTS
+    out = []
+    if serving is not None and weights.get("image", 1.0):
+        out.append(Modality("image", serving[0], serving[1]))
+    tmodel = text_model()
+    if tmodel is not None and weights.get("text", 0.0):
+        out.append(Modality("text", tmodel[0], tmodel[1]))
+    return out
+
+
+def _where(qs: QuerySet, using: str) -> tuple[str, list[Any]]:
+    """The compiled WHERE clause of ``qs`` (columns qualified by the unaliased table name)."""
+    compiler = qs.query.get_compiler(using=using)
+    sql, params = compiler.compile(qs.query.where)
+    return sql, list(params)
+
+
+def _pk_field() -> Any:
+    pk = get_product_model()._meta.pk
+    return pk.target_field if pk.is_relation else pk
+
+
+def _rules_on(model: type, column: str, restrict: QuerySet, using: str) -> tuple[str, list[Any]]:
+    """``EXISTS (rules AND pk = <column>::pk type)`` as SQL on ``model``'s table."""
+    allowed = Exists(restrict.order_by().filter(pk=Cast(OuterRef(column), output_field=_pk_field())))
+    return _where(model.objects.filter(allowed), using)
+
+
+def _stamp_sql(pv: str) -> str:
+    """What a shelf was computed from, of the product's own vectors: their count and last write."""
+    return (
+        f"(SELECT count(*)::text || '/' || coalesce(max(updated_at)::text, '') FROM {pv} "
+        "WHERE content_type_id = %s AND object_id = %s)"
+    )
+
+
+def build_statement(
+    mods: Sequence[Modality],
+    *,
+    ct: int,
+    key: str,
+    n: int,
+    restrict: QuerySet,
+    using: str,
+    coview_min: int | None,
+    threshold: float,
+    want_vectors: bool,
+) -> tuple[str, list[Any]]:
+    """The one statement of a cold similar shelf (see the module docstring)."""
+    pv = ProductVector._meta.db_table
+    params: list[Any] = []
+    qcols = []
+    for m in mods:
+        qcols.append(
+            f"(SELECT vector::{m.cast} FROM {pv} WHERE content_type_id = %s AND object_id = %s "
+            f"AND model_id = %s) AS {m.name}"
+        )
+        params += [ct, key, m.model_id]
+    ctes = [f"qv AS MATERIALIZED (SELECT {', '.join(qcols)})"]
+    rules_sql, rules_params = _rules_on(ProductVector, "object_id", restrict, using)
+    for m in mods:
+        # Unaliased table: the rules' EXISTS refers to "<pv table>"."object_id".
+        ctes.append(
+            f"knn_{m.name} AS (SELECT {pv}.object_id, {pv}.vector::{m.cast} <=> (SELECT {m.name} FROM qv) "
+            f"AS distance FROM {pv} WHERE {pv}.model_id = %s AND {pv}.content_type_id = %s "
+            f"AND {pv}.object_id <> %s AND (SELECT {m.name} FROM qv) IS NOT NULL AND {rules_sql} "
+            "ORDER BY distance LIMIT %s)"
+        )
+        params += [m.model_id, ct, key, *rules_params, n]
+    sources = [f"SELECT object_id FROM knn_{m.name}" for m in mods]
+    if coview_min is not None:
+        cv = CoView._meta.db_table
+        cv_sql, cv_params = _rules_on(CoView, "other_id", restrict, using)
+        ctes.append(
+            f"cov AS (SELECT {cv}.other_id AS object_id, {cv}.visitors FROM {cv} "
+            f"WHERE {cv}.content_type_id = %s AND {cv}.object_id = %s AND {cv}.visitors >= %s "
+            f"AND ({' OR '.join(f'(SELECT {m.name} FROM qv) IS NOT NULL' for m in mods)}) AND {cv_sql} "
+            f"ORDER BY {cv}.visitors DESC LIMIT 50)"
+        )
+        params += [ct, key, coview_min, *cv_params]
+        sources.append("SELECT object_id FROM cov")
+    ctes.append(f"cand AS ({' UNION '.join(sources)})")
+    image = next((m for m in mods if m.name == "image"), None)
+    if image is not None:
+        ctes.append(
+            f"cvec AS MATERIALIZED (SELECT c.object_id, p.vector::{image.cast} AS v FROM cand c "
+            f"JOIN {pv} p ON p.content_type_id = %s AND p.object_id = c.object_id AND p.model_id = %s)"
+        )
+        params += [ct, image.model_id]
+        ctes.append(
+            # Inner product: product vectors are unit length, and <#> costs a third of <=>.
+            "pairs AS (SELECT a.object_id AS a, b.object_id AS b FROM cvec a JOIN cvec b "
+            "ON a.object_id < b.object_id AND (a.v <#> b.v) <= %s), "
+            "dups AS (SELECT x, array_agg(y) AS partners FROM "
+            "(SELECT a AS x, b AS y FROM pairs UNION ALL SELECT b, a FROM pairs) d GROUP BY x)"
+        )
+        params.append(-threshold)
+        if want_vectors:
+            ctes.append(
+                "mmr AS (SELECT a.object_id AS x, array_agg(b.object_id ORDER BY b.object_id) AS ids, "
+                "array_agg(-(a.v <#> b.v) ORDER BY b.object_id) AS sims "
+                "FROM cvec a JOIN cvec b ON a.object_id <> b.object_id GROUP BY a.object_id)"
+            )
+    cols, joins = ["c.object_id"], []
+    for m in mods:
+        if m.name == "image":
+            fill = "(cv.v <=> (SELECT image FROM qv))"
+        else:
+            fill = (
+                f"(SELECT p.vector::{m.cast} <=> (SELECT {m.name} FROM qv) FROM {pv} p "
+                "WHERE p.content_type_id = %s AND p.object_id = c.object_id AND p.model_id = %s)"
+            )
+        cols.append(f"coalesce(k_{m.name}.distance, {fill}) AS d_{m.name}")
+        joins.append(f"LEFT JOIN knn_{m.name} k_{m.name} ON k_{m.name}.object_id = c.object_id")
+    # Parameters in text order: the select list's fills come before the joins.
+    fill_params: list[Any] = []
+    for m in mods:
+        if m.name != "image":
+            fill_params += [ct, m.model_id]
+    cols.append("cov.visitors" if coview_min is not None else "NULL::int")
+    if coview_min is not None:
+        joins.append("LEFT JOIN cov ON cov.object_id = c.object_id")
+    if image is not None:
+        cols.append("dups.partners")
+        joins.append("LEFT JOIN cvec cv ON cv.object_id = c.object_id LEFT JOIN dups ON dups.x = c.object_id")
+        if want_vectors:
+            cols += ["mmr.ids", "mmr.sims"]
+            joins.append("LEFT JOIN mmr ON mmr.x = c.object_id")
+        else:
+            cols += ["NULL::text[]", "NULL::float8[]"]
+    else:
+        cols += ["NULL::text[]", "NULL::text[]", "NULL::float8[]"]
+    has = " OR ".join(f"(SELECT {m.name} FROM qv) IS NOT NULL" for m in mods)
+    sm = ServingModel._meta.db_table
+    header = (
+        f"SELECT (SELECT model_id FROM {sm} WHERE modality = 'image') AS serving_model, "
+        f"(SELECT dimensions FROM {sm} WHERE modality = 'image') AS serving_dim, "
+        f"{_stamp_sql(pv)} AS stamp, ({has}) AS has_vector"
+    )
+    header_params = [ct, key]
+    sql = (
+        f"WITH {', '.join(ctes)} "
+        f"SELECT h.serving_model, h.serving_dim, h.stamp, h.has_vector, s.* FROM ({header}) h "
+        f"LEFT JOIN (SELECT {', '.join(cols)} FROM cand c {' '.join(joins)}) s ON true"
+    )
+    return sql, params + header_params + fill_params
+
+
+def run(
+    mods: Sequence[Modality], *, ct: int, key: str, n: int, restrict: QuerySet, using: str, want_vectors: bool
+) -> Result:
+    """Run the cold statement and parse its rows."""
+    coview_min = int(imgrec_settings.COVIEW_MIN_VISITORS) if imgrec_settings.SIMILAR_WEIGHTS.get("coview", 0) else None
+    sql, params = build_statement(
+        mods,
+        ct=ct,
+        key=key,
+        n=n,
+        restrict=restrict,
+        using=using,
+        coview_min=coview_min,
+        threshold=float(imgrec_settings.NEAR_DUPLICATE_SIMILARITY),
+        want_vectors=want_vectors,
+    )
+    rows = search.run_knn_statement(sql, params, limit=n, using=using)
+    first = rows[0]
+    serving = (first[0], int(first[1])) if first[0] is not None else None
+    out = []
+    for r in rows:
+        if r[4] is None:
+            continue
+        dists = {m.name: float(d) for m, d in zip(mods, r[5 : 5 + len(mods)]) if d is not None}
+        visitors, dups, ids, sims = r[5 + len(mods) :]
+        similar_to = dict(zip(ids, sims)) if ids is not None else None
+        out.append(Row(r[4], dists, visitors, list(dups or []), similar_to))
+    return Result(serving, first[2], bool(first[3]), out)
