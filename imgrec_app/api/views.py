@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 from imgrec_app.api import serializers as s
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import get_product_model
-from imgrec_app.services import history, presentation, recommend
+from imgrec_app.services import foryou, history, presentation, recommend
 
 
 class PrivateResponseMixin:
@@ -115,9 +115,24 @@ class RecommendationsView(PrivateResponseMixin, APIView):
 
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(parameters=[LIMIT_PARAM], responses=s.ShelfSerializer)
+    @extend_schema(
+        parameters=[
+            LIMIT_PARAM,
+            OpenApiParameter(
+                "product",
+                str,
+                required=False,
+                description="The product the visitor is looking at: it and its similar shelf are left out.",
+            ),
+        ],
+        responses=s.ShelfSerializer,
+    )
     def get(self, request: Request) -> Response:
-        items = recommend.recommended_for_you(request._request, limit=_limit(request))
+        product_id = request.query_params.get("product")
+        if product_id:
+            items = foryou.for_product_page(request._request, _product(product_id), limit=_limit(request))
+        else:
+            items = recommend.recommended_for_you(request._request, limit=_limit(request))
         return Response({"results": presentation.describe(items, request)})
 
 

@@ -179,7 +179,16 @@ def products_by_key(ids: Iterable[str]) -> dict[str, Any]:
             keys.append(model._meta.pk.to_python(i))
         except Exception:
             continue
-    objects = model._default_manager.in_bulk(keys)
+    manager = model._default_manager
+    spec = imgrec_settings.PRODUCT_CATEGORY
+    qs = manager.all()
+    if spec and "." not in spec:
+        try:
+            if model._meta.get_field(spec).is_relation:
+                qs = qs.select_related(spec)  # categories and their names without a query each
+        except Exception:
+            pass
+    objects = qs.in_bulk(keys)
     return {product_key(pk): obj for pk, obj in objects.items()}
 
 
@@ -298,17 +307,15 @@ def visitor_categories(profile: Profile) -> list[tuple[str, float]]:
 def _interest_neighbours(
     interests: list[Interest], profile: Profile, *, n: int, restrict: QuerySet, exclude: list[str]
 ) -> set[str]:
-    """k-NN around each interest: one query per interest and modality, in one pgvector session."""
+    """k-NN around each interest: one round trip per interest and modality (pgvector's settings
+    travel with the query, see :func:`search.nearest`)."""
     found: set[str] = set()
     dims = {m: (mid, dim) for m, mid, dim in profile.models}
-    with search.hnsw_session(n):
-        for interest in interests:
-            for modality, vector in interest.centroids.items():
-                mid, dim = dims[modality]
-                rows = search.nearest(
-                    vector, model_id=mid, dim=dim, limit=n, restrict_to=restrict, exclude_ids=exclude, session=False
-                )
-                found.update(obj for obj, _ in rows)
+    for interest in interests:
+        for modality, vector in interest.centroids.items():
+            mid, dim = dims[modality]
+            rows = search.nearest(vector, model_id=mid, dim=dim, limit=n, restrict_to=restrict, exclude_ids=exclude)
+            found.update(obj for obj, _ in rows)
     return found
 
 
@@ -355,12 +362,17 @@ def _popular_in(
     return out
 
 
-def retrieve(profile: Profile, *, limit: int, restrict: QuerySet, exclude: set[str]) -> Candidates:
-    """Candidates of every source whose weight is not zero."""
-    weights = foryou_weights()
+def retrieve(
+    profile: Profile, *, limit: int, restrict: QuerySet, exclude: set[str], weights: dict[str, float]
+) -> Candidates:
+    """Candidates of every source whose weight is not zero (``exclude`` applied inside the queries).
+
+    Interests: one k-NN per interest and modality (``limit`` + a share of slots each); viewed
+    together: one query; popularity: one query per visitor category (at most ``MAX_INTERESTS``).
+    """
     interests = find_interests(profile)
     by_source: dict[str, set[str]] = {s: set() for s in SOURCES}
-    n = limit + math.ceil(limit / max(1, len(interests) or 1)) + len(exclude & set(profile.ids))
+    n = limit + math.ceil(limit / max(1, len(interests)))
     if interests and weights["interest"]:
         by_source["interest"] = _interest_neighbours(
             interests, profile, n=n, restrict=restrict, exclude=sorted(exclude)
@@ -445,13 +457,15 @@ def blend(scored: list[Scored], weights: dict[str, float]) -> list[Scored]:
     """Each candidate's score for each interest: the weighted sum of its features, best first.
 
     score_g = w_interest × sim_g + w_coview × coview + w_category × category; the candidate's
-    score is its best score_g (ties: product id).
+    score is its best score_g (ties: product id).  Candidates scoring 0 are dropped.
     """
     for s in scored:
         rest = weights["coview"] * s.features["coview"] + weights["category"] * s.features["category"]
         s.scores = [weights["interest"] * sim + rest for sim in s.sims] or [rest]
         s.interest = int(np.argmax(s.scores))
         s.score = s.scores[s.interest]
+    # A candidate that no weighted source supports is not recommended (the fallback fills up).
+    scored = [s for s in scored if s.score > 0]
     scored.sort(key=lambda s: (-s.score, s.product_id))
     return scored
 
@@ -567,6 +581,67 @@ def _interest_anchor(
 # --- the shelf ----------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Pool:
+    """Everything the shelf is ranked from: the profile, the candidates and their features.
+
+    Built once per request by :func:`gather`; :func:`rank` turns it into a shelf for given weights
+    (the evaluation's grid ranks one pool with many weights).
+    """
+
+    profile: Profile
+    candidates: Candidates | None
+    scored: list[Scored]
+    products: dict[str, Any]
+    vectors: dict[str, np.ndarray]  # primary-modality vectors of the candidates
+    excluded: set[str]
+    current: str | None
+
+
+def gather(
+    request: HttpRequest,
+    *,
+    limit: int,
+    weights: dict[str, float],
+    product: Any = None,
+    exclude: Iterable[str] = (),
+    restrict: QuerySet | None = None,
+) -> Pool:
+    """Steps 1–3: the visitor's profile, the candidates of the sources ``weights`` turn on, their features."""
+    restrict = recommendable_products() if restrict is None else restrict
+    profile = load_profile(request, recency=weights["recency"])
+    current = product_key(product) if product is not None else None
+    skip = {str(e) for e in exclude} | ({current} if current else set())
+    seen = set(profile.weights) if imgrec_settings.EXCLUDE_SEEN else set()
+    excluded = seen | skip
+    if not profile.ids:
+        return Pool(profile, None, [], {}, {}, excluded, current)
+    candidates = retrieve(profile, limit=limit, restrict=restrict, exclude=excluded, weights=weights)
+    ids = candidates.all()
+    products = products_by_key(ids)
+    vectors = fetch_vectors(ids, profile.models)
+    scored = score(candidates, profile, products, vectors)
+    return Pool(profile, candidates, scored, products, vectors.get(profile.primary or "", {}), excluded, current)
+
+
+def rank(pool: Pool, weights: dict[str, float], *, limit: int) -> list[Recommendation]:
+    """Steps 4–6: blend, diversify, explain (no query)."""
+    if pool.candidates is None or not pool.scored:
+        return []
+    scored = [Scored(s.product_id, s.sims, dict(s.features), s.category) for s in pool.scored]
+    chosen = diversify(blend(scored, weights), pool.candidates.interests, pool.vectors, limit=limit)
+    names = {s.category: category_label(pool.products[s.product_id], s.category) for s in chosen if s.category}
+    return explain(
+        chosen,
+        pool.candidates,
+        pool.profile,
+        weights,
+        current=pool.current,
+        vectors=pool.vectors,
+        category_names=names,
+    )
+
+
 def recommended_for_you(
     request: HttpRequest,
     *,
@@ -574,6 +649,7 @@ def recommended_for_you(
     attach: bool = True,
     product: Any = None,
     exclude: Iterable[str] = (),
+    weights: dict[str, float] | None = None,
 ) -> list[Recommendation]:
     """Products for the current visitor, from their own recent history only.
 
@@ -584,41 +660,71 @@ def recommended_for_you(
         product: the product the visitor is looking at (a product page): left out, never named
             in a reason.
         exclude: more product ids to leave out, e.g. the page's "similar products" shelf.
+        weights: ``FORYOU_WEIGHTS`` for this call (default: the setting).
 
     Returns:
         Up to ``limit`` items, best first, each with a reason; a labelled fallback ("Trending
         now", "New in the shop") for a new visitor or to fill the shelf.
     """
     limit = clamp_limit(limit)
-    weights = foryou_weights()
+    weights = {**foryou_weights(), **(weights or {})}
     restrict = recommendable_products()
-    profile = load_profile(request, recency=weights["recency"])
-    current = product_key(product) if product is not None else None
-    skip = {str(e) for e in exclude} | ({current} if current else set())
-    seen = set(profile.weights) if imgrec_settings.EXCLUDE_SEEN else set()
-    excluded = seen | skip
-    items: list[Recommendation] = []
-    products: dict[str, Any] = {}
-    if profile.ids:
-        candidates = retrieve(profile, limit=limit, restrict=restrict, exclude=excluded)
-        ids = candidates.all()
-        products = products_by_key(ids)
-        vectors = fetch_vectors(ids, profile.models)
-        ranked = blend(score(candidates, profile, products, vectors), weights)
-        primary = vectors.get(profile.primary or "", {})
-        chosen = diversify(ranked, candidates.interests, primary, limit=limit)
-        names = {s.category: category_label(products[s.product_id], s.category) for s in chosen if s.category}
-        items = explain(
-            chosen, candidates, profile, weights, current=current, vectors=primary, category_names=names
-        )
+    pool = gather(request, limit=limit, weights=weights, product=product, exclude=exclude, restrict=restrict)
+    items = rank(pool, weights, limit=limit)
     if len(items) < limit:
         more = _fallback(
-            limit=limit - len(items), exclude=excluded | {i.product_id for i in items}, restrict=restrict
+            limit=limit - len(items), exclude=pool.excluded | {i.product_id for i in items}, restrict=restrict
         )
         items += attach_products(more) if attach else more
     if attach:
         for item in items:
             if item.product is None:
-                item.product = products.get(item.product_id)
+                item.product = pool.products.get(item.product_id)
         items = [i for i in items if i.product is not None]
     return items
+
+
+# --- one product page: the similar shelf, computed once per request ----------------------------------------
+
+_PAGE_ATTR = "_imgrec_similar_shelves"
+
+
+def similar_for_page(
+    request: HttpRequest | None, product: Any, *, limit: int = 8, same_category: bool = False
+) -> list[Recommendation]:
+    """The product's "similar products" shelf, computed at most once per request and argument set.
+
+    The similar-shelf tag and the for-you shelf of the same page share it: the personal shelf
+    leaves these items out without a second k-NN.
+    """
+    from imgrec_app.services.recommend import similar_products
+
+    memo = getattr(request, _PAGE_ATTR, None) if request is not None else None
+    key = (product_key(product), clamp_limit(limit), bool(same_category))
+    if memo is not None and key in memo:
+        return memo[key]
+    items = similar_products(product, limit=limit, same_category=same_category)
+    if request is not None:
+        if memo is None:
+            memo = {}
+            setattr(request, _PAGE_ATTR, memo)
+        memo[key] = items
+    return items
+
+
+def page_exclusions(request: HttpRequest | None, product: Any, *, limit: int = 8) -> set[str]:
+    """Ids on the product's similar shelf(s) of this request; the shelf is computed if none was yet."""
+    key = product_key(product)
+    memo = getattr(request, _PAGE_ATTR, None) if request is not None else None
+    shelves = [items for (pid, _, _), items in (memo or {}).items() if pid == key]
+    if not shelves:
+        shelves = [similar_for_page(request, product, limit=limit)]
+    return {i.product_id for items in shelves for i in items}
+
+
+def for_product_page(
+    request: HttpRequest, product: Any, *, limit: int = 8, similar_limit: int = 8, attach: bool = True
+) -> list[Recommendation]:
+    """The personal shelf of a product page: without the product and its similar shelf's items."""
+    exclude = page_exclusions(request, product, limit=similar_limit)
+    return recommended_for_you(request, limit=limit, attach=attach, product=product, exclude=exclude)

@@ -69,6 +69,12 @@ class Command(BaseCommand):
             help="Also measure precision@k over a grid of SIMILAR_WEIGHTS "
             "(image 1; text 0, 0.25, 0.5, 1; coview 0, 0.3).",
         )
+        parser.add_argument(
+            "--foryou-grid",
+            action="store_true",
+            help="Also measure recommended-for-you hit rate@k over a grid of FORYOU_WEIGHTS "
+            "(interest 0/1, coview 0/0.5, category 0/0.5/1/2, recency 0/0.5).",
+        )
         parser.add_argument("--json", action="store_true", help="Print the results as JSON instead of the table.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -85,6 +91,7 @@ class Command(BaseCommand):
             events_per_shopper=options["events_per_shopper"],
             folds=options["folds"],
             grid=options["grid"],
+            foryou_grid=options["foryou_grid"],
         )
         quiet = options["verbosity"] == 0 or options["json"]
 
@@ -117,6 +124,14 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"\nBest SIMILAR_WEIGHTS on this catalogue: image 1, text {best['text']:g}, coview {best['coview']:g} "
                 f"(precision@{k} {100 * best['precision']:.1f} %)" + (f"; {best['note']}" if best["note"] else "")
+            )
+        fy_grid = result["for_you"].get("grid")
+        if fy_grid:
+            best = fy_grid["best"]
+            weights = ", ".join(f"{key} {best[key]:g}" for key in evaluation.FORYOU_GRID)
+            self.stdout.write(
+                f"\nBest FORYOU_WEIGHTS on these shoppers: {weights} "
+                f"(hit rate@{k} {100 * best['hit_rate']:.1f} %, NDCG@{k} {best['ndcg']:.3f})"
             )
         timings = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in result["timings"].items())
         self.stdout.write(f"\nTook {timings}.")
