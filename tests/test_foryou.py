@@ -266,8 +266,8 @@ def test_five_views_in_one_category_fill_the_shelf_with_it(celery_worker: Any, t
         for image in sorted((CATALOGUE_DIR / "images" / category).glob("*.png"))[:count]:
             shutil.copy(image, tmp_path / category / image.name)
     call_command("seed_demo", images=tmp_path, stdout=io.StringIO(), verbosity=0)
-    wait_for(lambda: not IndexedImage.objects.filter(status__in=["pending", "processing"]).exists(), timeout=300)
-    wait_for(lambda: not text.missing_text_ids(), timeout=120)
+    wait_for(lambda: not IndexedImage.objects.filter(status__in=["pending", "processing"]).exists(), timeout=600)
+    wait_for(lambda: not text.missing_text_ids(), timeout=600)
     fruit = list(Product.objects.filter(category__slug="fruit").order_by("pk")[:5])
     req = _request()
     for p in fruit:
@@ -275,6 +275,7 @@ def test_five_views_in_one_category_fill_the_shelf_with_it(celery_worker: Any, t
     shelf = foryou.recommended_for_you(req, limit=10)
     assert len(shelf) == 10
     share = _cat(shelf).count("fruit") / len(shelf)
+    print(f"five fruit views: {share:.0%} of the shelf is fruit")
     assert share >= 0.8, [(i.product.name, i.product.category.slug, i.source) for i in shelf]
     page = foryou.for_product_page(req, fruit[-1], limit=10)
     assert _cat(page).count("fruit") / len(page) >= 0.8, [(i.product.name, i.product.category.slug) for i in page]
