@@ -39,9 +39,9 @@ def test_blend_follows_every_source_weight():
 
     def pool() -> list[foryou.Scored]:
         return [
-            foryou.Scored("by-interest", [0.9], {"interest": 0.9, "coview": 0.0, "category": 0.1}),
+            foryou.Scored("by-interest", [0.9], {"interest": 0.9, "coview": 0.0, "category": 0.0}),
             foryou.Scored("by-coview", [0.2], {"interest": 0.2, "coview": 1.0, "category": 0.0}),
-            foryou.Scored("by-category", [0.1], {"interest": 0.1, "coview": 0.0, "category": 1.0}),
+            foryou.Scored("by-category", [0.1], {"interest": 0.1, "coview": 0.0, "category": 0.5}),
         ]
 
     for source, weights in ONLY.items():
@@ -49,7 +49,7 @@ def test_blend_follows_every_source_weight():
     # and the weighted sum, not just the strongest feature
     mixed = foryou.blend(pool(), {"interest": 1.0, "coview": 0.5, "category": 2.0, "recency": 0.0})
     assert [s.product_id for s in mixed] == ["by-category", "by-interest", "by-coview"]
-    assert mixed[0].score == pytest.approx(0.1 + 2.0)
+    assert [s.score for s in mixed] == pytest.approx([0.1 + 2 * 0.5, 0.9, 0.2 + 0.5])
 
 
 def test_blend_drops_candidates_no_weighted_source_supports():
@@ -210,6 +210,23 @@ def test_product_page_reuses_the_similar_shelf_instead_of_a_second_knn(catalogue
     assert knn_page == knn_similar + 1
 
 
+def test_for_you_rendered_first_builds_the_similar_shelf_once_for_the_page(catalogue):  # noqa: F811
+    products, _ = catalogue
+    req = _request()
+    history.record(req, products[0])
+    first = (
+        "{% load imgrec_tags %}"
+        "{% recommended_for_you limit=8 as for_you %}"
+        "{% similar_products product limit=8 as similar %}"
+        "{% for i in similar %}s:{{ i.product_id }};{% endfor %}|"
+        "{% for i in for_you %}f:{{ i.product_id }}={{ i.reason }};{% endfor %}"
+    )
+    similar, fy, knn_page = _page(products[0], req, first)
+    assert len(similar) == 8 and not set(similar) & {pid for pid, _ in fy}
+    _, _, knn_in_order = _page(products[0], _request(session=req.session))  # same visitor, new request
+    assert knn_page == knn_in_order  # the similar tag reused the shelf for-you built
+
+
 def test_api_with_product_leaves_its_similar_shelf_out(client, catalogue):  # noqa: F811
     products, _ = catalogue
     current = products[0]
@@ -279,3 +296,74 @@ def test_five_views_in_one_category_fill_the_shelf_with_it(celery_worker: Any, t
     assert share >= 0.8, [(i.product.name, i.product.category.slug, i.source) for i in shelf]
     page = foryou.for_product_page(req, fruit[-1], limit=10)
     assert _cat(page).count("fruit") / len(page) >= 0.8, [(i.product.name, i.product.category.slug) for i in page]
+
+
+# --- the evaluation: no held-out view leaks into a source --------------------------------------------------
+
+
+def test_evaluation_rebuilds_viewed_together_pairs_without_the_held_out_views(catalogue, make_product):  # noqa: F811
+    """60 real visitors view two shoes, then (held out) one of two far-away toys.  The shop's pairs,
+    built from the full history, link the shoes to those toys; the evaluation must not use them."""
+    import random
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from imgrec_app.models import CoView, Interaction
+    from imgrec_app.services import evaluation
+
+    products, _ = catalogue
+    shoes = [p for p in products if p.category.slug == "shoes"][:2]
+    targets = [_far_product(make_product, "toys", f"Far toy {i}") for i in range(2)]
+    for i in range(6):  # newer products: what the "New in the shop" fallback shows instead
+        make_product(f"Newer {i}", category="fruit")
+    ct = ContentType.objects.get_for_model(products[0])
+    start = timezone.now() - timedelta(days=1)
+    rows = []
+    for v in range(60):
+        owner = {"visitor_id": __import__("uuid").uuid4()}
+        for j, p in enumerate([*shoes, targets[v % 2]]):
+            rows.append(Interaction(content_type=ct, object_id=str(p.pk), created_at=start + timedelta(minutes=j), **owner))
+    Interaction.objects.bulk_create(rows)
+    recommend.refresh_coviews()
+    stale = CoView.objects.filter(object_id=str(shoes[0].pk), other_id__in=[str(t.pk) for t in targets]).count()
+    assert stale == 2  # the shop's pairs do contain (seen, held-out)
+    before = sorted(CoView.objects.values_list("object_id", "other_id", "visitors"))
+
+    cat = evaluation.load_catalogue()
+    with override_foryou({"interest": 0.0, "coview": 1.0, "category": 0.0, "recency": 0.0}):
+        result = evaluation.evaluate_for_you(
+            cat, evaluation.EvaluationOptions(k=5, sample=None), random.Random(0), evaluation._identity
+        )
+    assert result["simulated"] is False and result["shoppers"] == 60
+    assert result["methods"]["for_you"]["hit_rate"] == 0.0  # the held-out toys are out of reach
+    assert sorted(CoView.objects.values_list("object_id", "other_id", "visitors")) == before  # rolled back
+
+
+def override_foryou(weights):
+    from django.conf import settings as dj
+    from django.test.utils import override_settings
+
+    return override_settings(IMGREC={**dj.IMGREC, "FORYOU_WEIGHTS": weights})
+
+
+def test_foryou_grid_measures_every_setting(catalogue):  # noqa: F811
+    import random
+
+    from imgrec_app.services import evaluation
+
+    cat = evaluation.load_catalogue()
+    result = evaluation.evaluate_for_you(
+        cat,
+        evaluation.EvaluationOptions(k=5, simulated_shoppers=12, events_per_shopper=5, foryou_grid=True),
+        random.Random(0),
+        evaluation._identity,
+    )
+    grid = result["grid"]
+    assert len(grid["rows"]) == 30  # 16 source settings minus all-off, × 2 recency values
+    assert not any(r["interest"] == r["coview"] == r["category"] == 0 for r in grid["rows"])
+    assert grid["best"] in grid["rows"]
+    # the pooled ranking reproduces the service for the configured weights
+    configured = result["weights"]
+    row = next(r for r in grid["rows"] if all(r[k] == configured[k] for k in evaluation.FORYOU_GRID))
+    assert row["hit_rate"] == pytest.approx(result["methods"]["for_you"]["hit_rate"])

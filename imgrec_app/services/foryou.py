@@ -36,7 +36,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from imgrec_app.conf import imgrec_settings
+from imgrec_app.conf import DEFAULTS, imgrec_settings
 from imgrec_app.hosts import (
     category_field_lookup,
     get_product_model,
@@ -59,7 +59,8 @@ from imgrec_app.services.recommend import (
 from imgrec_app.services.text import text_model
 
 SOURCES = ("interest", "coview", "category")
-DEFAULT_WEIGHTS = {"interest": 1.0, "coview": 0.5, "category": 1.0, "recency": 0.5}
+# The documented defaults (conf.DEFAULTS), measured with ``imgrec_evaluate --foryou-grid``.
+DEFAULT_WEIGHTS: dict[str, float] = dict(DEFAULTS["FORYOU_WEIGHTS"])
 
 
 def foryou_weights() -> dict[str, float]:
