@@ -40,7 +40,40 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_values()
     errors += _check_search()
     errors += _check_serving()
+    errors += _check_foryou_weights()
     return errors
+
+
+def _check_foryou_weights() -> list[CheckMessage]:
+    """``FORYOU_WEIGHTS``: a dict of known keys with numbers >= 0, at least one source on."""
+    value = imgrec_settings.FORYOU_WEIGHTS
+    known = set(DEFAULTS["FORYOU_WEIGHTS"])
+    hint = f"Default: {DEFAULTS['FORYOU_WEIGHTS']!r}; see docs/EVALUATION.md (--foryou-grid)."
+    if not isinstance(value, dict):
+        return [Error(f"{SETTING_NAME}['FORYOU_WEIGHTS'] must be a dict.", hint=hint, id="imgrec_app.E045")]
+    bad = [
+        k
+        for k, v in value.items()
+        if k not in known or isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
+    ]
+    if bad:
+        return [
+            Error(
+                f"{SETTING_NAME}['FORYOU_WEIGHTS'] has unknown keys or weights that are not numbers >= 0: {bad}.",
+                hint=hint,
+                id="imgrec_app.E045",
+            )
+        ]
+    merged = {**DEFAULTS["FORYOU_WEIGHTS"], **value}
+    if not any(merged[k] for k in ("interest", "coview", "category")):
+        return [
+            Error(
+                f"{SETTING_NAME}['FORYOU_WEIGHTS'] turns every source off: the shelf would only show fallbacks.",
+                hint=hint,
+                id="imgrec_app.E045",
+            )
+        ]
+    return []
 
 
 def _check_product_model() -> list[CheckMessage]:

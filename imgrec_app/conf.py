@@ -119,6 +119,11 @@ DEFAULTS: dict[str, Any] = {
     "HISTORY_HALF_LIFE_DAYS": 7.0,
     # Up to this many interest clusters per visitor (several interests are not averaged away).
     "MAX_INTERESTS": 3,
+    # "Recommended for you" blend: weights of its sources (the visitor's interests by vector,
+    # "viewed together" with their history, popularity inside the categories they look at) and
+    # ``recency`` (how much more the last products viewed count: ×(1 + recency × 0.5^position)).
+    # Chosen with ``imgrec_evaluate --foryou-grid`` (docs/EVALUATION.md); a missing key takes its default.
+    "FORYOU_WEIGHTS": {"interest": 1.0, "coview": 0.5, "category": 2.0, "recency": 0.5},
     # Leave products the visitor already viewed/bought out of "recommended for you".
     "EXCLUDE_SEEN": True,
     # The same event of the same visitor on the same product within this window counts once.

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 _SIMILAR = Template("{% load imgrec_tags %}{% imgrec_similar_shelf product limit=limit %}")
 _BOUGHT = Template("{% load imgrec_tags %}{% imgrec_bought_together_shelf product limit=limit %}")
-_FOR_YOU = Template("{% load imgrec_tags %}{% imgrec_for_you_shelf limit=limit %}")
+_FOR_YOU = Template("{% load imgrec_tags %}{% imgrec_for_you_shelf limit=limit product=product %}")
 
 
 def _limit(request: HttpRequest) -> int:
@@ -62,7 +62,16 @@ def _unavailable() -> HttpResponse:
 
 
 def for_you_fragment(request: HttpRequest) -> HttpResponse:
-    response = HttpResponse(_FOR_YOU.render(RequestContext(request, {"limit": _limit(request)})))
+    """The for-you shelf; ``?product=<id>``: as on that product's page (no repeat of its similar shelf)."""
+    product = None
+    if request.GET.get("product"):
+        model = get_product_model()
+        try:
+            product = model._default_manager.get(pk=model._meta.pk.to_python(request.GET["product"]))
+        except Exception:
+            raise Http404("No such product.") from None
+    context = {"limit": _limit(request), "product": product}
+    response = HttpResponse(_FOR_YOU.render(RequestContext(request, context)))
     patch_vary_headers(response, ["Cookie"])
     patch_cache_control(response, private=True, no_cache=True)
     return response

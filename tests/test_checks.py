@@ -245,3 +245,21 @@ def test_e021_ignores_fitting_vectors_and_other_models() -> None:
     _store_vector(ref.model_id, [1.0] + [0.0] * (ref.dim - 1))
     _store_vector("some_other_model:v1:p1", [0.6, 0.8, 0.0], object_id="2")
     assert check_database(databases=["default"]) == []
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [
+        "interest",
+        {"interest": -1.0},
+        {"interest": "1"},
+        {"popularity": 1.0},
+        {"interest": 0, "coview": 0, "category": 0},
+    ],
+)
+def test_e045_foryou_weights(weights: Any) -> None:
+    only(run(FORYOU_WEIGHTS=weights), "imgrec_app.E045")
+
+
+def test_e045_partial_foryou_weights_are_fine() -> None:
+    assert "imgrec_app.E045" not in ids(run(FORYOU_WEIGHTS={"category": 2.0, "recency": 0}))

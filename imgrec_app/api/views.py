@@ -139,9 +139,22 @@ class RecommendationsView(PrivateResponseMixin, APIView):
 
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(parameters=[LIMIT_PARAM], responses=s.ShelfSerializer)
+    @extend_schema(
+        parameters=[
+            LIMIT_PARAM,
+            OpenApiParameter(
+                "product",
+                str,
+                required=False,
+                description="The product the visitor is looking at: it and its similar shelf are left out.",
+            ),
+        ],
+        responses=s.ShelfSerializer,
+    )
     def get(self, request: Request) -> Response:
-        items = controls.for_you(request._request, limit=_limit(request))
+        product_id = request.query_params.get("product")
+        product = _visible_product(product_id) if product_id else None
+        items = controls.for_you(request._request, limit=_limit(request), product=product)
         return Response({"results": presentation.describe(items, request)})
 
 

@@ -156,16 +156,23 @@ def apply(request: HttpRequest | None, items: list[Any]) -> list[Any]:
     return [i for i, a in zip(kept, alike) if not a] + [i for i, a in zip(kept, alike) if a]
 
 
-def for_you(request: HttpRequest, *, limit: int = 8, **options: Any) -> list[Any]:
-    """ "Recommended for you" with the visitor's controls: trending while paused, dismissed left out."""
-    from imgrec_app.services import recommend
+def for_you(request: HttpRequest, *, limit: int = 8, product: Any = None) -> list[Any]:
+    """"Recommended for you" with the visitor's controls: trending while paused, dismissed left out.
+
+    ``product``: the product page it is shown on (the product and its similar shelf left out).
+    """
+    from imgrec_app.services import foryou, recommend
 
     limit = recommend.clamp_limit(limit)
     extra = len(dismissed_ids(request))
     if is_paused(request):
-        items = recommend.trending(limit=limit + extra)
+        items = recommend.trending(limit=limit + extra + (1 if product is not None else 0))
+        if product is not None:
+            items = [i for i in items if i.product_id != product_key(product)]
+    elif product is not None:
+        items = foryou.for_product_page(request, product, limit=limit + extra)
     else:
-        items = recommend.recommended_for_you(request, limit=limit + extra, **options)
+        items = foryou.recommended_for_you(request, limit=limit + extra)
     return apply(request, items)[:limit]
 
 

@@ -51,7 +51,7 @@ from imgrec_app.hosts import (
     recommendable_products,
 )
 from imgrec_app.models import CoView, Interaction, ProductVector
-from imgrec_app.services import history, recommend, search
+from imgrec_app.services import foryou, history, recommend, search
 from imgrec_app.services.models import serving_model
 from imgrec_app.services.text import text_model
 
@@ -95,6 +95,7 @@ class EvaluationOptions:
         events_per_shopper: products each simulated shopper browses (the last 20 % held out).
         folds: k of the classifier's cross-validation.
         grid: also measure precision@k over a grid of ``SIMILAR_WEIGHTS``.
+        foryou_grid: also measure for-you hit rate@k over a grid of ``FORYOU_WEIGHTS``.
     """
 
     k: int = 10
@@ -104,6 +105,7 @@ class EvaluationOptions:
     events_per_shopper: int = 10
     folds: int = 5
     grid: bool = False
+    foryou_grid: bool = False
 
 
 def _identity(items: Iterable[T], desc: str, total: int) -> Iterable[T]:
@@ -612,22 +614,35 @@ def record_simulated(sessions: list[tuple[list[str | None], list[str]]]) -> list
 
 
 def score_for_you(
-    catalogue: Catalogue, shoppers: list[Shopper], k: int, rng: random.Random, progress: Progress
+    catalogue: Catalogue,
+    shoppers: list[Shopper],
+    k: int,
+    rng: random.Random,
+    progress: Progress,
+    *,
+    baselines: bool = True,
+    label: str = "recommended for you",
 ) -> dict[str, Any]:
-    """Hit rate@k, NDCG@k and category match@k of for-you and of the baselines."""
-    base = Baselines(catalogue, rng)  # popularity from the histories as they are now
+    """Hit rate@k, NDCG@k and category match@k of for-you and (``baselines``) of the baselines.
+
+    Popularity (the baselines' and for-you's own) is read from the histories as they are now:
+    the training part of every shopper's browsing, never a held-out view (those were removed,
+    or never written).
+    """
+    base = Baselines(catalogue, rng) if baselines else None
     totals: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for shopper in progress(shoppers, "recommended for you", len(shoppers)):
+    for shopper in progress(shoppers, label, len(shoppers)):
         seen = set(shopper.seen)
         held = set(shopper.held_out)
         held_cats = {catalogue.category.get(i) for i in held}
         weights = Counter(catalogue.category.get(i) for i in shopper.seen)
         shelves = {
             "for_you": [r.product_id for r in recommend.recommended_for_you(shopper.request, limit=k, attach=False)],
-            "random": base.random(seen, k),
-            "popular": base.popular(seen, k),
-            "category_popular": base.category_popular(dict(weights), seen, k),
         }
+        if base is not None:
+            shelves["random"] = base.random(seen, k)
+            shelves["popular"] = base.popular(seen, k)
+            shelves["category_popular"] = base.category_popular(dict(weights), seen, k)
         for name, shelf in shelves.items():
             totals[name]["hit_rate"].append(float(bool(held & set(shelf[:k]))))
             totals[name]["ndcg"].append(ndcg(shelf, held, k))
@@ -666,10 +681,75 @@ def evaluate_for_you(
             shoppers = record_simulated(sessions)
             out["simulated"] = True
             out["events_per_shopper"] = options.events_per_shopper
+        # "Viewed together" pairs rebuilt from what is left (training views only): pairs built by
+        # the shop from the full history would hand for-you the held-out views.
+        out["coview_pairs"] = recommend.refresh_coviews()
         out["shoppers"] = len(shoppers)
         out["held_out_per_shopper"] = float(np.mean([len(s.held_out) for s in shoppers])) if shoppers else 0.0
         out["methods"] = score_for_you(catalogue, shoppers, options.k, rng, progress) if shoppers else {}
+        out["weights"] = foryou.foryou_weights()
+        if options.foryou_grid and shoppers:
+            out["grid"] = foryou_grid(catalogue, shoppers, options.k, progress)
     return out
+
+
+FORYOU_GRID = {
+    "interest": (0.0, 1.0),
+    "coview": (0.0, 0.5),
+    "category": (0.0, 0.5, 1.0, 2.0),
+    "recency": (0.0, 0.5),
+}
+
+
+@contextmanager
+def foryou_weights(weights: dict[str, float]) -> Iterator[None]:
+    """Serve ``recommended_for_you`` with other ``FORYOU_WEIGHTS``, in this process only."""
+    with override_settings(IMGREC={**imgrec_settings.user_settings, "FORYOU_WEIGHTS": dict(weights)}):
+        yield
+
+
+def foryou_grid(catalogue: Catalogue, shoppers: list[Shopper], k: int, progress: Progress) -> dict[str, Any]:
+    """Hit rate@k and NDCG@k of for-you over :data:`FORYOU_GRID` (every source on and off).
+
+    For each shopper and recency value the candidates of every source are gathered once
+    (:func:`foryou.gather`, the real queries) and ranked with each weight setting
+    (:func:`foryou.rank`, the real blend); shelves are topped up with the service's own fallback.
+    A setting whose source weights are all zero is skipped (the shelf would be the fallback).
+    Because every source's candidates are in the pool, a row with a source at 0 can still show
+    that source's candidates when another source scores them; the configured row of the main
+    table is the service exactly as it serves.
+    """
+    import itertools
+
+    keys = [key for key in FORYOU_GRID if key != "recency"]
+    settings_ = [dict(zip(keys, values)) for values in itertools.product(*(FORYOU_GRID[key] for key in keys))]
+    settings_ = [w for w in settings_ if any(w[src] for src in foryou.SOURCES)]
+    totals: dict[tuple[float, ...], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    restrict = recommendable_products()
+    for recency in FORYOU_GRID["recency"]:
+        everything = {**{src: 1.0 for src in foryou.SOURCES}, "recency": recency}
+        for shopper in progress(shoppers, f"for-you grid, recency {recency:g}", len(shoppers)):
+            pool = foryou.gather(shopper.request, limit=k, weights=everything, restrict=restrict)
+            held = set(shopper.held_out)
+            for w in settings_:
+                weights = {**w, "recency": recency}
+                shelf = [r.product_id for r in foryou.rank(pool, weights, limit=k)]
+                if len(shelf) < k:
+                    shelf += [
+                        r.product_id
+                        for r in recommend._fallback(
+                            limit=k - len(shelf), exclude=pool.excluded | set(shelf), restrict=restrict
+                        )
+                    ]
+                key = tuple(weights[x] for x in FORYOU_GRID)
+                totals[key]["hit_rate"].append(float(bool(held & set(shelf[:k]))))
+                totals[key]["ndcg"].append(ndcg(shelf, held, k))
+    rows = [
+        {**dict(zip(FORYOU_GRID, key)), **{m: float(np.mean(v)) for m, v in metrics.items()}}
+        for key, metrics in totals.items()
+    ]
+    best = max(rows, key=lambda r: (round(r["hit_rate"], 4), round(r["ndcg"], 4)))
+    return {"k": k, "rows": rows, "best": best}
 
 
 # --- the whole evaluation --------------------------------------------------------------------------
@@ -711,6 +791,7 @@ def evaluate(options: EvaluationOptions | None = None, *, progress: Progress | N
             "events_per_shopper": options.events_per_shopper,
             "folds": options.folds,
             "grid": options.grid,
+            "foryou_grid": options.foryou_grid,
         },
         "image_model": catalogue.image_model[0],
         "text_model": (text_model() or (None,))[0],
@@ -765,6 +846,14 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"Recommended for you ({source}): hit rate@{fy['k']} / NDCG@{fy['k']}",
                 METHOD_LABELS[name],
                 f"{_pct(scores['hit_rate'])} / {scores['ndcg']:.3f}",
+            )
+        )
+    for row in fy.get("grid", {}).get("rows", []):
+        rows.append(
+            (
+                f"FORYOU_WEIGHTS grid ({source}): hit rate@{fy['k']} / NDCG@{fy['k']}",
+                ", ".join(f"{key} {row[key]:g}" for key in FORYOU_GRID),
+                f"{_pct(row['hit_rate'])} / {row['ndcg']:.3f}",
             )
         )
     if "grid" in result:

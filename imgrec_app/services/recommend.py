@@ -8,7 +8,6 @@ image similarity, text similarity and "viewed together" counts with the ``SIMILA
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from imgrec_app.hosts import (
     same_category_filter,
 )
 from imgrec_app.models import CoView, Interaction
-from imgrec_app.services import history, search
+from imgrec_app.services import search
 from imgrec_app.services.models import serving_model
 from imgrec_app.services.text import text_model
 
@@ -303,116 +302,11 @@ def similar_products(
 # --- recommended for you ---------------------------------------------------------------------------
 
 
-def _weighted_history(request: HttpRequest) -> list[tuple[str, float]]:
-    rows = list(
-        history.visible_history(request).values_list("object_id", "kind", "created_at")[: imgrec_settings.HISTORY_LENGTH]
-    )
-    now = timezone.now()
-    half_life = float(imgrec_settings.HISTORY_HALF_LIFE_DAYS) * 86400.0
-    weights: dict[str, float] = {}
-    for obj, kind, created in rows:
-        age = max((now - created).total_seconds(), 0.0)
-        w = history.KIND_WEIGHTS.get(kind, 1.0) * 0.5 ** (age / half_life)
-        weights[obj] = weights.get(obj, 0.0) + w
-    return sorted(weights.items(), key=lambda kv: -kv[1])
+def recommended_for_you(request: HttpRequest, **kwargs: Any) -> list[Recommendation]:
+    """The visitor's personal shelf: see :func:`imgrec_app.services.foryou.recommended_for_you`."""
+    from imgrec_app.services import foryou
 
-
-def interests(vectors: np.ndarray, weights: np.ndarray, *, max_k: int) -> list[tuple[np.ndarray, float, list[int]]]:
-    """Cluster a history's vectors into up to ``max_k`` interests (weighted spherical k-means).
-
-    Returns:
-        ``(centroid, total weight, member indices)`` per interest, heaviest first.
-    """
-    n = len(vectors)
-    k = max(1, min(max_k, n // 2 if n >= 4 else 1))
-    # Deterministic farthest-point seeding from the heaviest item.
-    seeds = [int(np.argmax(weights))]
-    while len(seeds) < k:
-        sims = vectors @ vectors[seeds].T
-        seeds.append(int(np.argmin(sims.max(axis=1))))
-    centroids = vectors[seeds].copy()
-    assign = np.zeros(n, dtype=int)
-    for _ in range(10):
-        assign = np.argmax(vectors @ centroids.T, axis=1)
-        for j in range(k):
-            members = assign == j
-            if members.any():
-                c = (vectors[members] * weights[members, None]).sum(axis=0)
-                centroids[j] = c / (np.linalg.norm(c) or 1.0)
-    out = []
-    for j in range(k):
-        members = np.flatnonzero(assign == j)
-        if len(members):
-            out.append((centroids[j], float(weights[members].sum()), members.tolist()))
-    out.sort(key=lambda t: -t[1])
-    return out
-
-
-def recommended_for_you(request: HttpRequest, *, limit: int = 8, attach: bool = True) -> list[Recommendation]:
-    """Products for the current visitor, from their own recent history only.
-
-    The history (recency-weighted; cart and purchase weigh more than views) is clustered into a
-    few interests on image vectors; each interest searches with its image and text centroids
-    (fused like similar products), and the lists are interleaved in proportion to the interests'
-    weights.  Every item says which viewed product it came from.  New visitors get a labelled
-    "Trending now" shelf.
-    """
-    limit = clamp_limit(limit)
-    restrict = recommendable_products()
-    weighted = _weighted_history(request)
-    seen = {obj for obj, _ in weighted} if imgrec_settings.EXCLUDE_SEEN else set()
-    own, models = _queries_for([o for o, _ in weighted]) if weighted else ({}, [])
-    primary = models[0][0] if models else None
-    usable = [(o, w) for o, w in weighted if primary and o in own[primary]]
-    if not usable:
-        items = _fallback(limit=limit, exclude=seen, restrict=restrict)
-        return attach_products(items) if attach else items
-    ids = [o for o, _ in usable]
-    V = np.stack([own[primary][o] for o in ids])
-    W = np.array([w for _, w in usable], dtype=np.float32)
-    groups = interests(V, W, max_k=int(imgrec_settings.MAX_INTERESTS))
-    names = _names(ids)
-    total_w = sum(g[1] for g in groups)
-    shares = [max(1, math.ceil(limit * weight / total_w)) for _, weight, _ in groups]
-    lists = []
-    # One pgvector session for every interest; per interest one k-NN query and one vector fetch
-    # per modality, so queries grow with MAX_INTERESTS, never with the history's length.
-    with search.hnsw_session(max(shares) + limit):
-        for (_, weight, members), share in zip(groups, shares):
-            member_ids = [ids[m] for m in members]
-            queries = []
-            for modality, model_id, dim in models:
-                member_vecs = [own[modality][i] * W[ids.index(i)] for i in member_ids if i in own[modality]]
-                if member_vecs:
-                    c = np.sum(member_vecs, axis=0)
-                    queries.append(_Query(modality, c / (np.linalg.norm(c) or 1.0), model_id, dim))
-            sims, vectors = _fused_candidates(queries, n=share + limit, restrict=restrict, exclude=seen, session=False)
-            items = []
-            for obj, parts in sims.items():
-                score, _ = _fuse(parts)
-                cv = vectors.get(primary, {}).get(obj)
-                anchor = max(member_ids, key=lambda m: _cos(own[primary][m], cv)) if cv is not None else member_ids[0]
-                reason = f"Because you viewed {names.get(anchor, 'a product')}"
-                items.append(Recommendation(obj, score * weight / total_w, reason, "for_you:interest", [anchor]))
-            items.sort(key=lambda r: (-r.score, r.product_id))
-            lists.append((share, items))
-    result: list[Recommendation] = []
-    taken: set[str] = set()
-    # Weighted round-robin: each interest contributes its share, heaviest first.
-    cursors = [0] * len(lists)
-    while len(result) < limit and any(cursors[i] < len(lst[1]) for i, lst in enumerate(lists)):
-        for i, (share, items) in enumerate(lists):
-            added = 0
-            while cursors[i] < len(items) and added < share and len(result) < limit:
-                item = items[cursors[i]]
-                cursors[i] += 1
-                if item.product_id not in taken:
-                    taken.add(item.product_id)
-                    result.append(item)
-                    added += 1
-    if len(result) < limit:
-        result += _fallback(limit=limit - len(result), exclude=seen | taken, restrict=restrict)
-    return attach_products(result) if attach else result
+    return foryou.recommended_for_you(request, **kwargs)
 
 
 def trending(*, limit: int = 8, attach: bool = True) -> list[Recommendation]:

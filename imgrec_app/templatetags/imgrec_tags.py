@@ -32,26 +32,46 @@ def _safely(what: str, func: Any, *args: Any, **kwargs: Any) -> list[Any]:
 @register.simple_tag(takes_context=True)
 def similar_products(context: template.Context, product: Any, limit: int = 8, same_category: bool = False) -> list[Any]:
     """``{% similar_products product limit=8 as items %}``: items with ``.product``, ``.reason``."""
-    from imgrec_app.services.recommend import similar_products as service
+    from imgrec_app.services.foryou import similar_for_page
 
     if product is None:
         return []
+    # Once per request: the page's for-you shelf reuses it to leave these items out.
+    request = _request(context)
     return _safely(
         "similar",
         controls.shelf,
-        _request(context),
-        lambda n: service(product, limit=n, same_category=same_category),
+        request,
+        lambda n: similar_for_page(request, product, limit=n, same_category=same_category),
         limit=limit,
     )
 
 
+def _page_product(context: template.Context, product: Any) -> Any:
+    """``product=`` if given, else the context's ``product`` when it is a shop product."""
+    if product is not None:
+        return product
+    from imgrec_app.hosts import get_product_model
+
+    candidate = context.get("product")
+    try:
+        return candidate if isinstance(candidate, get_product_model()) else None
+    except Exception:
+        return None
+
+
 @register.simple_tag(takes_context=True)
-def recommended_for_you(context: template.Context, limit: int = 8) -> list[Any]:
-    """``{% recommended_for_you limit=8 as items %}``: from the current visitor's own history."""
+def recommended_for_you(context: template.Context, limit: int = 8, product: Any = None) -> list[Any]:
+    """``{% recommended_for_you limit=8 as items %}``: from the current visitor's own history.
+
+    On a product page (``product=`` or a ``product`` in the context) the product itself and the
+    items of its similar shelf are left out, and no reason names the product.  The visitor's
+    shelf controls apply (paused: trending; "not interested" left out).
+    """
     request = _request(context)
     if request is None:
         return []
-    return _safely("for-you", controls.for_you, request, limit=limit)
+    return _safely("for-you", controls.for_you, request, limit=limit, product=_page_product(context, product))
 
 
 def _render_shelf(context: template.Context, kind: str, title: str, items: list[Any]) -> SafeString:
@@ -143,9 +163,11 @@ def imgrec_similar_shelf(
 
 
 @register.simple_tag(takes_context=True)
-def imgrec_for_you_shelf(context: template.Context, limit: int = 8, title: str = "Recommended for you") -> SafeString:
-    """Render the recommended-for-you shelf."""
-    return _render_shelf(context, "for_you", title, recommended_for_you(context, limit))
+def imgrec_for_you_shelf(
+    context: template.Context, limit: int = 8, title: str = "Recommended for you", product: Any = None
+) -> SafeString:
+    """Render the recommended-for-you shelf (on a product page: never repeating its similar shelf)."""
+    return _render_shelf(context, "for_you", title, recommended_for_you(context, limit, product))
 
 
 @register.simple_tag(takes_context=True)
@@ -159,11 +181,14 @@ def imgrec_lazy_shelf(context: template.Context, kind: str, product: Any = None,
             url = reverse("imgrec:bought_together_fragment", args=[str(product.pk)])
         else:
             url = reverse("imgrec:for_you_fragment")
+            if product is not None:  # on a product page: the fragment leaves its similar shelf out
+                url = f"{url}?product={product.pk}"
     except (NoReverseMatch, AttributeError):
         logger.warning("imgrec_lazy_shelf needs imgrec_app.urls mounted (namespace 'imgrec')")
         return mark_safe("")
     tpl = select_template(["imgrec_app/lazy_shelf.html"])
-    return mark_safe(tpl.render({"url": f"{url}?limit={int(limit)}", "kind": kind}))
+    sep = "&" if "?" in url else "?"
+    return mark_safe(tpl.render({"url": f"{url}{sep}limit={int(limit)}", "kind": kind}))
 
 
 @register.simple_tag(takes_context=True)

@@ -74,6 +74,12 @@ class Command(BaseCommand):
             action="store_true",
             help="Also measure the frequently-bought-together shelf on held-out real basket events.",
         )
+        parser.add_argument(
+            "--foryou-grid",
+            action="store_true",
+            help="Also measure recommended-for-you hit rate@k over a grid of FORYOU_WEIGHTS "
+            "(interest 0/1, coview 0/0.5, category 0/0.5/1/2, recency 0/0.5).",
+        )
         parser.add_argument("--json", action="store_true", help="Print the results as JSON instead of the table.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -90,6 +96,7 @@ class Command(BaseCommand):
             events_per_shopper=options["events_per_shopper"],
             folds=options["folds"],
             grid=options["grid"],
+            foryou_grid=options["foryou_grid"],
         )
         quiet = options["verbosity"] == 0 or options["json"]
 
@@ -129,6 +136,14 @@ class Command(BaseCommand):
             )
         if "bought_together" in result:
             self._bought_together(result["bought_together"])
+        fy_grid = result["for_you"].get("grid")
+        if fy_grid:
+            best = fy_grid["best"]
+            weights = ", ".join(f"{key} {best[key]:g}" for key in evaluation.FORYOU_GRID)
+            self.stdout.write(
+                f"\nBest FORYOU_WEIGHTS on these shoppers: {weights} "
+                f"(hit rate@{k} {100 * best['hit_rate']:.1f} %, NDCG@{k} {best['ndcg']:.3f})"
+            )
         timings = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in result["timings"].items())
         self.stdout.write(f"\nTook {timings}.")
         if html is not None:

@@ -1,0 +1,372 @@
+"""Recommended for you: every source counts, product pages never repeat the similar shelf, reasons
+never name the product on screen, bounded queries, and a real demo catalogue shelf that follows
+five views of one category."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from django.contrib.contenttypes.models import ContentType
+from django.db import connection
+from django.template import Context, Template
+from django.test.utils import CaptureQueriesContext
+
+from imgrec_app.models import ProductVector
+from imgrec_app.services import foryou, history, recommend
+from tests.test_recommend import DIM, MODEL_ID, _request, _unit, catalogue  # noqa: F401
+
+ONLY = {
+    "interest": {"interest": 1.0, "coview": 0.0, "category": 0.0, "recency": 0.0},
+    "coview": {"interest": 0.0, "coview": 1.0, "category": 0.0, "recency": 0.0},
+    "category": {"interest": 0.0, "coview": 0.0, "category": 1.0, "recency": 0.0},
+}
+
+
+def _cat(items: list[Any]) -> list[str]:
+    return [i.product.category.slug for i in items]
+
+
+# --- the blend, on hand-made features (no database) -------------------------------------------------
+
+
+def test_blend_follows_every_source_weight():
+    """Three candidates, each strong in one source: the weights decide which comes first."""
+
+    def pool() -> list[foryou.Scored]:
+        return [
+            foryou.Scored("by-interest", [0.9], {"interest": 0.9, "coview": 0.0, "category": 0.0}),
+            foryou.Scored("by-coview", [0.2], {"interest": 0.2, "coview": 1.0, "category": 0.0}),
+            foryou.Scored("by-category", [0.1], {"interest": 0.1, "coview": 0.0, "category": 0.5}),
+        ]
+
+    for source, weights in ONLY.items():
+        assert foryou.blend(pool(), weights)[0].product_id == f"by-{source}", source
+    # and the weighted sum, not just the strongest feature
+    mixed = foryou.blend(pool(), {"interest": 1.0, "coview": 0.5, "category": 2.0, "recency": 0.0})
+    assert [s.product_id for s in mixed] == ["by-category", "by-interest", "by-coview"]
+    assert [s.score for s in mixed] == pytest.approx([0.1 + 2 * 0.5, 0.9, 0.2 + 0.5])
+
+
+def test_blend_drops_candidates_no_weighted_source_supports():
+    scored = [foryou.Scored("only-coview", [0.0], {"interest": 0.0, "coview": 1.0, "category": 0.0})]
+    assert foryou.blend(scored, ONLY["category"]) == []
+
+
+def test_diversify_shares_slots_by_interest_weight():
+    a = foryou.Interest(["a"], 0.75, {})
+    b = foryou.Interest(["b"], 0.25, {})
+    scored = [foryou.Scored(f"a{i}", [0.9 - i / 100, 0.1], {"interest": 0, "coview": 0, "category": 0}) for i in range(8)]
+    scored += [foryou.Scored(f"b{i}", [0.1, 0.5 - i / 100], {"interest": 0, "coview": 0, "category": 0}) for i in range(8)]
+    chosen = foryou.diversify(foryou.blend(scored, ONLY["interest"]), [a, b], {}, limit=8)
+    picked = [s.product_id[0] for s in chosen]
+    assert picked.count("a") == 6 and picked.count("b") == 2  # ceil(8 × .75), then the rest
+    assert all(s.interest == (0 if s.product_id[0] == "a" else 1) for s in chosen)
+
+
+# --- every source contributes, on the real pgvector ----------------------------------------------------
+
+
+pytestmark = pytest.mark.django_db
+
+
+def _far_product(make_product, category: str, name: str) -> Any:
+    """A product of ``category`` whose vector points away from every cluster of the catalogue."""
+    p = make_product(name, category=category)
+    v = _unit(-np.ones(DIM, dtype=np.float32))
+    ProductVector.objects.create(
+        content_type=ContentType.objects.get_for_model(p), object_id=str(p.pk), model_id=MODEL_ID, vector=v.tolist()
+    )
+    return p
+
+
+def test_interest_source_alone_follows_the_history(catalogue):  # noqa: F811
+    products, _ = catalogue
+    req = _request()
+    for p in [p for p in products if p.category.slug == "toys"][:4]:
+        history.record(req, p)
+    items = foryou.recommended_for_you(req, limit=6, weights=ONLY["interest"])
+    assert _cat(items) == ["toys"] * 6
+    assert {i.source for i in items} == {"for_you:interest"}
+    # the same visitor with the interest source off: nothing else knows about them
+    off = foryou.recommended_for_you(req, limit=6, weights=ONLY["category"])
+    assert not any(i.source == "for_you:interest" for i in off)
+
+
+def test_category_source_brings_popular_products_of_the_visitors_category(catalogue, make_product):  # noqa: F811
+    products, _ = catalogue
+    star = _far_product(make_product, "toys", "Bestselling toy")
+    for _ in range(4):  # other visitors made it popular
+        history.record(_request(), star)
+    req = _request()
+    for p in [p for p in products if p.category.slug == "toys"][:4]:
+        history.record(req, p)
+    with_category = foryou.recommended_for_you(req, limit=6)
+    assert with_category[0].product_id == str(star.pk)
+    assert with_category[0].source == "for_you:category" and with_category[0].reason == "Popular in Toys"
+    without = foryou.recommended_for_you(req, limit=6, weights={"category": 0.0})
+    assert str(star.pk) not in {i.product_id for i in without}
+
+
+def test_coview_source_brings_products_viewed_with_the_history(catalogue, make_product, settings):  # noqa: F811
+    products, _ = catalogue
+    shoe = products[0]
+    partner = _far_product(make_product, "fruit", "Shoe polish")
+    for _ in range(3):
+        other = _request()
+        history.record(other, shoe)
+        history.record(other, partner)
+    recommend.refresh_coviews()
+    req = _request()
+    history.record(req, shoe)
+    items = foryou.recommended_for_you(req, limit=6, weights={"coview": 2.0})
+    assert items[0].product_id == str(partner.pk)
+    assert items[0].source == "for_you:coview" and items[0].reason == f"Often viewed with {shoe.name}"
+    without = foryou.recommended_for_you(req, limit=6, weights={"coview": 0.0, "category": 0.0})
+    assert str(partner.pk) not in {i.product_id for i in without}
+
+
+def test_recency_weight_puts_the_latest_interest_first(catalogue):  # noqa: F811
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from imgrec_app.models import Interaction
+
+    products, _ = catalogue
+    req = _request()
+    toys = [p for p in products if p.category.slug == "toys"][:3]
+    shoes = [p for p in products if p.category.slug == "shoes"][:2]
+    for p in toys + shoes:  # shoes viewed last
+        history.record(req, p)
+    now = timezone.now()
+    for age, p in enumerate(reversed(toys + shoes)):
+        Interaction.objects.filter(object_id=str(p.pk)).update(created_at=now - timedelta(seconds=age + 1))
+    flat = foryou.recommended_for_you(req, limit=4, weights={**ONLY["interest"], "recency": 0.0})
+    recent = foryou.recommended_for_you(req, limit=4, weights={**ONLY["interest"], "recency": 2.0})
+    assert _cat(flat)[0] == "toys"  # three toys outweigh two shoes
+    assert _cat(recent)[0] == "shoes"  # ×(1 + 2 × 0.5^position): the last two views weigh more
+
+
+# --- one product page ------------------------------------------------------------------------------------
+
+
+PAGE = (
+    "{% load imgrec_tags %}"
+    "{% similar_products product limit=8 as similar %}"
+    "{% recommended_for_you limit=8 as for_you %}"
+    "{% for i in similar %}s:{{ i.product_id }};{% endfor %}|"
+    "{% for i in for_you %}f:{{ i.product_id }}={{ i.reason }};{% endfor %}"
+)
+
+
+def _page(product: Any, req: Any, src: str = PAGE) -> tuple[list[str], list[tuple[str, str]], int]:
+    with CaptureQueriesContext(connection) as q:
+        out = Template(src).render(Context({"product": product, "request": req}))
+    sim_part, fy_part = out.split("|")
+    similar = [s[2:] for s in sim_part.split(";") if s]
+    fy = [tuple(s[2:].split("=", 1)) for s in fy_part.split(";") if s]
+    knn = sum("<=>" in x["sql"] for x in q.captured_queries)
+    return similar, fy, knn
+
+
+def test_product_page_for_you_never_repeats_the_similar_shelf_nor_names_the_product(catalogue):  # noqa: F811
+    products, _ = catalogue
+    req = _request()
+    current = products[0]
+    history.record(req, current)  # the page records the view first: one view only
+    similar, fy, _ = _page(current, req)
+    assert len(similar) == 8 and len(fy) == 8
+    assert not set(similar) & {pid for pid, _ in fy}
+    assert str(current.pk) not in {pid for pid, _ in fy}
+    assert all(current.name not in reason for _, reason in fy), fy
+
+
+def test_reasons_name_another_viewed_product_never_the_current_one(catalogue):  # noqa: F811
+    products, _ = catalogue
+    req = _request()
+    shoes = [p for p in products if p.category.slug == "shoes"]
+    for p in shoes[:3]:
+        history.record(req, p)
+    current = shoes[2]  # viewed last: the product on screen
+    _, fy, _ = _page(current, req)
+    because = [r for _, r in fy if r.startswith("Because you viewed ")]
+    assert because, fy
+    assert all(r.split("viewed ", 1)[1] in {shoes[0].name, shoes[1].name} for r in because), fy
+
+
+def test_product_page_reuses_the_similar_shelf_instead_of_a_second_knn(catalogue, settings):  # noqa: F811
+    products, _ = catalogue
+    # Count k-NN statements as computed, not as served from the shelf cache.
+    settings.IMGREC = {**settings.IMGREC, "SHELF_CACHE": False}
+    req = _request()
+    history.record(req, products[0])
+    _, _, knn_page = _page(products[0], req)
+    alone_src = "{% load imgrec_tags %}{% similar_products product limit=8 as similar %}{% for i in similar %}s:{{ i.product_id }};{% endfor %}|"
+    _, _, knn_similar = _page(products[0], _request(), alone_src)
+    # for-you adds its own k-NN (one interest here, one modality) and nothing for the similar shelf
+    assert knn_page == knn_similar + 1
+
+
+def test_for_you_rendered_first_builds_the_similar_shelf_once_for_the_page(catalogue, settings):  # noqa: F811
+    products, _ = catalogue
+    settings.IMGREC = {**settings.IMGREC, "SHELF_CACHE": False}  # k-NN statements as computed
+    req = _request()
+    history.record(req, products[0])
+    first = (
+        "{% load imgrec_tags %}"
+        "{% recommended_for_you limit=8 as for_you %}"
+        "{% similar_products product limit=8 as similar %}"
+        "{% for i in similar %}s:{{ i.product_id }};{% endfor %}|"
+        "{% for i in for_you %}f:{{ i.product_id }}={{ i.reason }};{% endfor %}"
+    )
+    similar, fy, knn_page = _page(products[0], req, first)
+    assert len(similar) == 8 and not set(similar) & {pid for pid, _ in fy}
+    _, _, knn_in_order = _page(products[0], _request(session=req.session))  # same visitor, new request
+    assert knn_page == knn_in_order  # the similar tag reused the shelf for-you built
+
+
+def test_api_with_product_leaves_its_similar_shelf_out(client, catalogue):  # noqa: F811
+    products, _ = catalogue
+    current = products[0]
+    assert client.post("/api/imgrec/events/", {"product_id": current.pk}, content_type="application/json").status_code == 201
+    similar = {r["product_id"] for r in client.get(f"/api/imgrec/products/{current.pk}/similar/?limit=8").json()["results"]}
+    got = client.get(f"/api/imgrec/recommendations/?limit=8&product={current.pk}").json()["results"]
+    assert len(got) == 8
+    assert not similar & {r["product_id"] for r in got}
+    assert str(current.pk) not in {r["product_id"] for r in got}
+    assert all(current.name not in r["reason"] for r in got)
+
+
+# --- queries -----------------------------------------------------------------------------------------------
+
+
+def test_for_you_queries_one_vector_fetch_and_one_knn_per_interest(catalogue, settings):  # noqa: F811
+    products, _ = catalogue
+    counts = []
+    for n in (12, 45):
+        req = _request()
+        for p in products[:n]:
+            history.record(req, p)
+        with CaptureQueriesContext(connection) as q:
+            items = foryou.recommended_for_you(req, limit=8)
+        assert len(items) == 8
+        sqls = [x["sql"] for x in q.captured_queries]
+        counts.append(len(sqls))
+        interests = min(int(settings.IMGREC.get("MAX_INTERESTS", 3)), n // 2)
+        assert sum("<=>" in s for s in sqls) <= interests  # one modality in this catalogue
+        assert sum("vector_send" in s for s in sqls) == 2  # the history's vectors, the candidates'
+    assert counts[0] == counts[1]
+    # history, serving model, the history's vectors and products, 3 k-NN (one round trip each),
+    # co-views, popularity per category (3), the candidates' products and vectors
+    assert counts[0] <= 13, counts
+
+
+# --- the real demo catalogue, real worker -------------------------------------------------------------------
+
+
+@pytest.mark.worker
+def test_five_views_in_one_category_fill_the_shelf_with_it(celery_worker: Any, tmp_path: Path) -> None:
+    """Real demo images and texts, embedded by the real worker: after 5 views of one category at
+    least 80 % of the shelf is in that category (on the product page of the last one, too)."""
+    from django.core.management import call_command
+
+    from imgrec_app.models import IndexedImage
+    from imgrec_app.services import text
+    from shop_demo.catalog.models import Product
+    from tests.conftest import CATALOGUE_DIR, wait_for
+
+    seeded = {"fruit": 24, "musical-instruments": 6, "vehicles": 6, "computer-hardware": 6, "clothing-accessories": 6}
+    for category, count in seeded.items():
+        (tmp_path / category).mkdir()
+        for image in sorted((CATALOGUE_DIR / "images" / category).glob("*.png"))[:count]:
+            shutil.copy(image, tmp_path / category / image.name)
+    call_command("seed_demo", images=tmp_path, stdout=io.StringIO(), verbosity=0)
+    wait_for(lambda: not IndexedImage.objects.filter(status__in=["pending", "processing"]).exists(), timeout=600)
+    wait_for(lambda: not text.missing_text_ids(), timeout=600)
+    fruit = list(Product.objects.filter(category__slug="fruit").order_by("pk")[:5])
+    req = _request()
+    for p in fruit:
+        history.record(req, p)
+    shelf = foryou.recommended_for_you(req, limit=10)
+    assert len(shelf) == 10
+    share = _cat(shelf).count("fruit") / len(shelf)
+    print(f"five fruit views: {share:.0%} of the shelf is fruit")
+    assert share >= 0.8, [(i.product.name, i.product.category.slug, i.source) for i in shelf]
+    page = foryou.for_product_page(req, fruit[-1], limit=10)
+    assert _cat(page).count("fruit") / len(page) >= 0.8, [(i.product.name, i.product.category.slug) for i in page]
+
+
+# --- the evaluation: no held-out view leaks into a source --------------------------------------------------
+
+
+def test_evaluation_rebuilds_viewed_together_pairs_without_the_held_out_views(catalogue, make_product):  # noqa: F811
+    """60 real visitors view two shoes, then (held out) one of two far-away toys.  The shop's pairs,
+    built from the full history, link the shoes to those toys; the evaluation must not use them."""
+    import random
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from imgrec_app.models import CoView, Interaction
+    from imgrec_app.services import evaluation
+
+    products, _ = catalogue
+    shoes = [p for p in products if p.category.slug == "shoes"][:2]
+    targets = [_far_product(make_product, "toys", f"Far toy {i}") for i in range(2)]
+    for i in range(6):  # newer products: what the "New in the shop" fallback shows instead
+        make_product(f"Newer {i}", category="fruit")
+    ct = ContentType.objects.get_for_model(products[0])
+    start = timezone.now() - timedelta(days=1)
+    rows = []
+    for v in range(60):
+        owner = {"visitor_id": __import__("uuid").uuid4()}
+        for j, p in enumerate([*shoes, targets[v % 2]]):
+            rows.append(Interaction(content_type=ct, object_id=str(p.pk), created_at=start + timedelta(minutes=j), **owner))
+    Interaction.objects.bulk_create(rows)
+    recommend.refresh_coviews()
+    stale = CoView.objects.filter(object_id=str(shoes[0].pk), other_id__in=[str(t.pk) for t in targets]).count()
+    assert stale == 2  # the shop's pairs do contain (seen, held-out)
+    before = sorted(CoView.objects.values_list("object_id", "other_id", "visitors"))
+
+    cat = evaluation.load_catalogue()
+    with override_foryou({"interest": 0.0, "coview": 1.0, "category": 0.0, "recency": 0.0}):
+        result = evaluation.evaluate_for_you(
+            cat, evaluation.EvaluationOptions(k=5, sample=None), random.Random(0), evaluation._identity
+        )
+    assert result["simulated"] is False and result["shoppers"] == 60
+    assert result["methods"]["for_you"]["hit_rate"] == 0.0  # the held-out toys are out of reach
+    assert sorted(CoView.objects.values_list("object_id", "other_id", "visitors")) == before  # rolled back
+
+
+def override_foryou(weights):
+    from django.conf import settings as dj
+    from django.test.utils import override_settings
+
+    return override_settings(IMGREC={**dj.IMGREC, "FORYOU_WEIGHTS": weights})
+
+
+def test_foryou_grid_measures_every_setting(catalogue):  # noqa: F811
+    import random
+
+    from imgrec_app.services import evaluation
+
+    cat = evaluation.load_catalogue()
+    result = evaluation.evaluate_for_you(
+        cat,
+        evaluation.EvaluationOptions(k=5, simulated_shoppers=12, events_per_shopper=5, foryou_grid=True),
+        random.Random(0),
+        evaluation._identity,
+    )
+    grid = result["grid"]
+    assert len(grid["rows"]) == 30  # 16 source settings minus all-off, × 2 recency values
+    assert not any(r["interest"] == r["coview"] == r["category"] == 0 for r in grid["rows"])
+    assert grid["best"] in grid["rows"]
+    # the pooled ranking reproduces the service for the configured weights
+    configured = result["weights"]
+    row = next(r for r in grid["rows"] if all(r[k] == configured[k] for k in evaluation.FORYOU_GRID))
+    assert row["hit_rate"] == pytest.approx(result["methods"]["for_you"]["hit_rate"])
