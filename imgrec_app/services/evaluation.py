@@ -104,6 +104,7 @@ class EvaluationOptions:
     events_per_shopper: int = 10
     folds: int = 5
     grid: bool = False
+    tuning: bool = True
 
 
 def _identity(items: Iterable[T], desc: str, total: int) -> Iterable[T]:
@@ -711,6 +712,7 @@ def evaluate(options: EvaluationOptions | None = None, *, progress: Progress | N
             "events_per_shopper": options.events_per_shopper,
             "folds": options.folds,
             "grid": options.grid,
+            "tuning": options.tuning,
         },
         "image_model": catalogue.image_model[0],
         "text_model": (text_model() or (None,))[0],
@@ -726,6 +728,13 @@ def evaluate(options: EvaluationOptions | None = None, *, progress: Progress | N
     started = time.perf_counter()
     result["classifier"] = evaluate_classifier(catalogue, folds=options.folds, progress=wrap)
     timings["classifier"] = time.perf_counter() - started
+    if options.tuning:
+        # Catalogue tuning (imgrec_tune), held-out by product: services/evaluation_tuning.py.
+        from imgrec_app.services.evaluation_tuning import evaluate_tuning
+
+        started = time.perf_counter()
+        result["tuning"] = evaluate_tuning(folds=options.folds, k=options.k, seed=options.seed)
+        timings["tuning"] = time.perf_counter() - started
     started = time.perf_counter()
     result["for_you"] = evaluate_for_you(catalogue, options, random.Random(options.seed + 2), wrap)
     timings["for_you"] = time.perf_counter() - started
@@ -755,6 +764,10 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(
             (f"Category classifier: {clf.get('folds', '?')}-fold accuracy", scores["label"], _pct(scores["accuracy"]))
         )
+    if result.get("tuning"):
+        from imgrec_app.services.evaluation_tuning import summary_rows as tuning_rows
+
+        rows += tuning_rows(result["tuning"])
     fy = result["for_you"]
     if fy.get("skipped"):
         rows.append(("Recommended for you", "skipped", fy["skipped"]))

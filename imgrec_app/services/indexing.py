@@ -29,6 +29,7 @@ from imgrec_app.hosts import ImageSource, get_image_source, sources_for_model
 from imgrec_app.ml.preprocess import ImageError, load_rgb
 from imgrec_app.models import ImageEmbedding, IndexedImage, ProductImage
 from imgrec_app.services.models import ModelRef, configured_model, sync_serving_model
+from imgrec_app.services.tuning import extra_vectors
 from imgrec_app.services.vectors import ensure_hnsw_index, refresh_product_vectors
 
 logger = logging.getLogger(__name__)
@@ -378,14 +379,16 @@ def process_images(image_ids: Sequence[int], *, reclaim: bool = False, greedy: b
     batch = max(1, int(imgrec_settings.BATCH_SIZE))
     workers = max(1, int(imgrec_settings.DECODE_WORKERS))
     touched: set[tuple[int, str]] = set()
+    extra_models: set[str] = set()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgrec-decode") as pool:
         # Decoding runs ahead in the pool while the model works on the previous batch.
         futures: list[Future[_Work]] = [pool.submit(_prepare, _Work(image), encoder) for image in images]
         for start in range(0, len(futures), batch):
             works = [f.result() for f in futures[start : start + batch]]
-            _encode_and_write(works, encoder, ref, summary)
+            extra_models |= _encode_and_write(works, encoder, ref, summary)
             touched |= {(w.image.content_type_id, w.image.object_id) for w in works}
-    refresh_product_vectors(touched, ref.model_id)
+    for model_id in (ref.model_id, *sorted(extra_models)):
+        refresh_product_vectors(touched, model_id)
     sync_serving_model()
     return summary
 
@@ -403,7 +406,8 @@ def load_encoder(ref: ModelRef) -> Any:
     )
 
 
-def _encode_and_write(works: list[_Work], encoder: Any, ref: ModelRef, summary: BatchSummary) -> None:
+def _encode_and_write(works: list[_Work], encoder: Any, ref: ModelRef, summary: BatchSummary) -> set[str]:
+    """Embed a batch and store its vectors; returns the ids of extra models written (tuned heads)."""
     # The same file (same hash) already embedded by this model: reuse its vector.
     known = {
         e.file_hash: e
@@ -424,6 +428,7 @@ def _encode_and_write(works: list[_Work], encoder: Any, ref: ModelRef, summary: 
                 errors[work.image.pk] = ImageError(result.errors[row], "The model could not embed it.")
             else:
                 vectors[work.image.pk] = (result.vectors[row], result.labels[row])
+    good: list[tuple[_Work, np.ndarray, list]] = []
     for work in works:
         image = work.image
         if work.error is not None:
@@ -440,11 +445,17 @@ def _encode_and_write(works: list[_Work], encoder: Any, ref: ModelRef, summary: 
         if problem:
             _finish_failed(image, "bad_vector", problem, summary)
             continue
-        if _finish_ready(image, vec, labels, work.file_hash, ref.model_id):
+        good.append((work, vec, labels))
+    # Vectors of other model versions made from these (the active tuned head, services/tuning.py).
+    extra = extra_vectors(ref, np.stack([v for _, v, _ in good])) if good else {}
+    for row, (work, vec, labels) in enumerate(good):
+        extras = {model_id: vecs[row] for model_id, vecs in extra.items()}
+        if _finish_ready(work.image, vec, labels, work.file_hash, ref.model_id, extras):
             summary.ready += 1
             summary.reused += work.reuse is not None
         else:
             summary.skipped += 1
+    return set(extra)
 
 
 def vector_problem(vec: np.ndarray, dim: int) -> str:
@@ -464,7 +475,14 @@ def is_usable_vector(vec: np.ndarray, dim: int) -> bool:
     return not vector_problem(vec, dim)
 
 
-def _finish_ready(image: IndexedImage, vec: np.ndarray, labels: list, file_hash: str, model_id: str) -> bool:
+def _finish_ready(
+    image: IndexedImage,
+    vec: np.ndarray,
+    labels: list,
+    file_hash: str,
+    model_id: str,
+    extras: dict[str, np.ndarray] | None = None,
+) -> bool:
     """Store a vector if the image still has the revision this task read; True if stored."""
     with transaction.atomic():
         current = (
@@ -479,6 +497,12 @@ def _finish_ready(image: IndexedImage, vec: np.ndarray, labels: list, file_hash:
             model_id=model_id,
             defaults={"vector": vec.tolist(), "file_hash": file_hash, "labels": labels},
         )
+        for extra_id, extra_vec in (extras or {}).items():
+            ImageEmbedding.objects.update_or_create(
+                image=current,
+                model_id=extra_id,
+                defaults={"vector": extra_vec.tolist(), "file_hash": file_hash, "labels": labels},
+            )
         IndexedImage.objects.filter(pk=image.pk).update(
             status=Status.READY,
             file_hash=file_hash,

@@ -69,6 +69,11 @@ class Command(BaseCommand):
             help="Also measure precision@k over a grid of SIMILAR_WEIGHTS "
             "(image 1; text 0, 0.25, 0.5, 1; coview 0, 0.3).",
         )
+        parser.add_argument(
+            "--no-tuning",
+            action="store_true",
+            help="Skip the held-out (k-fold by product) tuned vs untuned rows of imgrec_tune's head.",
+        )
         parser.add_argument("--json", action="store_true", help="Print the results as JSON instead of the table.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -85,6 +90,7 @@ class Command(BaseCommand):
             events_per_shopper=options["events_per_shopper"],
             folds=options["folds"],
             grid=options["grid"],
+            tuning=not options["no_tuning"],
         )
         quiet = options["verbosity"] == 0 or options["json"]
 
