@@ -38,6 +38,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_callables()
     errors += _check_sources()
     errors += _check_values()
+    errors += _check_tuning()
     return errors
 
 
@@ -298,6 +299,35 @@ def _check_values() -> list[CheckMessage]:
                 hint="Use 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N' or 'mps' "
                 "(the shop demo reads it from IMGREC_DEVICE).",
                 id="imgrec_app.E012",
+            )
+        )
+    return errors
+
+
+def _check_tuning() -> list[CheckMessage]:
+    """Catalogue-tuning settings (imgrec_tune): E030 thresholds and folds, E031 head options."""
+    errors: list[CheckMessage] = []
+    for key, minimum in (("TUNING_MIN_CATEGORIES", 2), ("TUNING_MIN_PER_CATEGORY", 2), ("TUNING_FOLDS", 0)):
+        value = getattr(imgrec_settings, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum or value == 1:
+            errors.append(
+                Error(
+                    f"{SETTING_NAME}[{key!r}] must be an integer >= {minimum}"
+                    f"{' (0 or 2+)' if key == 'TUNING_FOLDS' else ''}, not {value!r}.",
+                    hint=f"Default: {DEFAULTS[key]!r}.",
+                    id="imgrec_app.E030",
+                )
+            )
+    try:
+        from imgrec_app.ml.head import HeadConfig
+
+        HeadConfig.from_dict(dict(imgrec_settings.TUNING_HEAD or {}))
+    except (TypeError, ValueError) as exc:
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['TUNING_HEAD'] is not valid: {exc}.",
+                hint="Keys of imgrec_app.ml.head.HeadConfig: dim, hidden, epochs, lr, margin, text_weight, ...",
+                id="imgrec_app.E031",
             )
         )
     return errors

@@ -70,6 +70,22 @@ def test_check_data_refuses_what_cannot_teach(labels, reason):
         check_data(TrainingData(np.zeros((0, 0), dtype=np.float32), np.array([], dtype=int)))
 
 
+@pytest.mark.parametrize(
+    ("overrides", "check_id"),
+    [
+        ({"TUNING_FOLDS": 1}, "imgrec_app.E030"),
+        ({"TUNING_MIN_CATEGORIES": 1}, "imgrec_app.E030"),
+        ({"TUNING_HEAD": {"layers": 3}}, "imgrec_app.E031"),
+    ],
+)
+def test_tuning_settings_are_checked(overrides, check_id, settings):
+    from imgrec_app.checks import check_settings
+
+    assert check_id not in {m.id for m in check_settings()}
+    settings.IMGREC = {**settings.IMGREC, **overrides}
+    assert check_id in {m.id for m in check_settings()}
+
+
 # --- a small real catalogue -------------------------------------------------------------------------
 
 
@@ -82,7 +98,10 @@ def demo_vectors():
 
     encoder = load_encoder(configured_model())
     paths = [p for cat in CATEGORIES for p in sorted((CATALOGUE_DIR / "images" / cat).glob("*.png"))[:PER_CATEGORY]]
-    arrays = [encoder.preprocess(load_rgb(p.read_bytes(), min_size=encoder.spec.resize_size)) for p in paths]
+    from imgrec_app.conf import imgrec_settings
+
+    options = {"allowed_formats": imgrec_settings.ALLOWED_FORMATS, "max_pixels": imgrec_settings.MAX_IMAGE_PIXELS}
+    arrays = [encoder.preprocess(load_rgb(p.read_bytes(), min_size=encoder.spec.resize_size, **options)) for p in paths]
     vectors = encoder.encode_arrays(np.stack(arrays)).vectors
     return {p: np.asarray(v, dtype=np.float32) for p, v in zip(paths, vectors)}
 

@@ -37,6 +37,10 @@ class HeadConfig:
 
     Attributes:
         dim: output size of the head (the tuned model's vector size).
+        pca: the centred inputs are first projected on their top ``pca`` principal components
+            (computed on the training products; folded into the first layer for serving), which
+            makes training ~5× cheaper; 0 keeps every input dimension.
+        whiten: scale each principal component to unit variance (PCA whitening).
         hidden: hidden layer of a 2-layer MLP; 0 makes the head one linear projection.
         epochs: passes over the training products.
         lr: AdamW learning rate.
@@ -53,6 +57,8 @@ class HeadConfig:
     """
 
     dim: int = 256
+    pca: int = 256
+    whiten: bool = True
     hidden: int = 1024
     epochs: int = 60
     lr: float = 2e-3
@@ -223,7 +229,18 @@ def train_head(
 
     X = _unit(np.asarray(data.vectors, dtype=np.float32))
     mean = X.mean(axis=0).astype(np.float32)
-    Xt = torch.from_numpy(X - mean)
+    Xc = X - mean
+    projection = None
+    if config.pca and config.pca < min(Xc.shape):
+        # Principal components of the training products (economy SVD: n × D, n small).
+        _, sing, vt = np.linalg.svd(Xc, full_matrices=False)
+        projection = vt[: config.pca]
+        if config.whiten:
+            std = sing[: config.pca] / math.sqrt(max(1, Xc.shape[0] - 1))
+            projection = projection / np.maximum(std, 1e-3 * std[0])[:, None]
+        projection = projection.astype(np.float32)
+        Xc = Xc @ projection.T
+    Xt = torch.from_numpy(np.ascontiguousarray(Xc, dtype=np.float32))
     # Re-index usable categories to 0..C-1; others become -1 (unlabelled).
     remap = {c: i for i, c in enumerate(sorted(usable))}
     y = torch.tensor([remap.get(int(c), -1) for c in data.labels], dtype=torch.long)
@@ -301,7 +318,8 @@ def train_head(
     weights = [
         (m.weight.detach().numpy().astype(np.float32), m.bias.detach().numpy().astype(np.float32)) for m in linears
     ]
-    head = ProjectionHead(mean=mean, w1=weights[0][0].copy(), b1=weights[0][1].copy())
+    w1 = weights[0][0] if projection is None else weights[0][0] @ projection  # fold the PCA in
+    head = ProjectionHead(mean=mean, w1=np.ascontiguousarray(w1, dtype=np.float32), b1=weights[0][1].copy())
     if len(weights) == 2:
         head.w2, head.b2 = weights[1][0].copy(), weights[1][1].copy()
     head.meta = {
