@@ -24,7 +24,7 @@ from tests.conftest import CATALOGUE_DIR
 CATEGORIES = ["fruit", "musical-instruments", "vehicles", "tools", "clothing-accessories", "bird-prints"]
 PER_CATEGORY = 10
 LATE = 3
-FAST = {"epochs": 40}
+FAST = {"epochs": 15}
 
 
 # --- the head, without Django -------------------------------------------------------------------
@@ -171,7 +171,7 @@ def test_tuning_improves_held_out_shelves_and_new_uploads_get_tuned_vectors(make
     path; their image-only shelves from the real service beat the untuned ones."""
     from imgrec_app.services import indexing
 
-    settings.IMGREC = {**settings.IMGREC, "TEXT_MODEL": None, "NEAR_DUPLICATE_SIMILARITY": 1.01}
+    settings.IMGREC = {**settings.IMGREC, "TEXT_MODEL": None, "NEAR_DUPLICATE_SIMILARITY": 1.01, "TUNING_FOLDS": 2}
     early, late = _split(demo_vectors)
     _add_products(make_product, early, demo_vectors)
     base = ServingModel.objects.get(modality="image").model_id
@@ -206,7 +206,7 @@ def test_switch_and_rollback_keep_shelves_served(make_product, demo_vectors, set
     from imgrec_app.services.models import sync_serving_model
     from imgrec_app.services.recommend import similar_products
 
-    settings.IMGREC = {**settings.IMGREC, "TEXT_MODEL": None, "MODEL_SWITCH": "manual"}
+    settings.IMGREC = {**settings.IMGREC, "TEXT_MODEL": None, "MODEL_SWITCH": "manual", "TUNING_FOLDS": 0}
     early, _ = _split(demo_vectors)
     products = _add_products(make_product, early, demo_vectors)
     base = ServingModel.objects.get(modality="image").model_id
@@ -268,7 +268,7 @@ def test_bad_runs_refuse_and_change_nothing(case, make_product, demo_vectors, se
 def test_a_run_that_does_not_help_is_not_activated(make_product, demo_vectors, settings):
     """A head that cannot help (1-d output: every vector is +1 or -1) loses held-out and must
     not take over the shelves."""
-    settings.IMGREC = {**settings.IMGREC, "TEXT_MODEL": None}
+    settings.IMGREC = {**settings.IMGREC, "TEXT_MODEL": None, "TUNING_FOLDS": 2}
     early, _ = _split(demo_vectors)
     _add_products(make_product, early, demo_vectors)
     base = ServingModel.objects.get(modality="image").model_id
@@ -281,3 +281,25 @@ def test_a_run_that_does_not_help_is_not_activated(make_product, demo_vectors, s
 def test_demo_catalogue_paths_exist():
     assert all((CATALOGUE_DIR / "images" / c).is_dir() for c in CATEGORIES)
     assert isinstance(CATALOGUE_DIR, Path)
+
+
+@pytest.mark.django_db
+def test_admin_button_needs_permission_and_a_refused_run_says_why(client):
+    from django.contrib.auth.models import Permission, User
+
+    url = "/admin/imgrec_app/tuningrun/"
+    user = User.objects.create_user("merchant", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_tuningrun"))
+    client.force_login(user)
+    assert "Learn the catalogue" not in client.get(url).content.decode()
+    assert client.post(f"{url}start/").status_code == 403
+    user.user_permissions.add(Permission.objects.get(codename="tune"))
+    client.force_login(User.objects.get(pk=user.pk))
+    assert "Learn the catalogue" in client.get(url).content.decode()
+    page = client.post(f"{url}start/", follow=True).content.decode()
+    assert "No product vectors to learn from" in page
+    assert not TuningRun.objects.exists()
+    run = TuningRun.objects.create(base_model_id="m", status=TuningRun.Status.TRAINING, progress=0.4, stage="fold 2")
+    state = client.get(f"{url}{run.pk}/progress/").json()
+    assert state["progress"] == 0.4 and state["stage"] == "fold 2" and state["finished"] is False
+    assert "imgrec-tune-progress" in client.get(f"{url}{run.pk}/change/").content.decode()

@@ -67,7 +67,7 @@ def _classifier_accuracy(X: np.ndarray, labels: np.ndarray, train: np.ndarray, t
     te = test[labels[test] >= 0]
     if len(te) == 0 or len(np.unique(labels[tr])) < 2:
         return None
-    clf = LogisticRegression(C=2.0, max_iter=2000)
+    clf = LogisticRegression(C=2.0, max_iter=500)
     clf.fit(X[tr], labels[tr])
     return float(np.mean(clf.predict(X[te]) == labels[te]))
 
