@@ -53,7 +53,9 @@ class HeadConfig:
         temperature: temperature of both InfoNCE losses.
         batch_size: products per step.
         seed: every random choice of the training.
-        threads: torch CPU threads used for training (None: leave torch's setting).
+        threads: torch and BLAS CPU threads used for training (None: leave their setting). One
+            by default: the matrices are small, and spinning BLAS threads on a busy machine cost
+            far more than they gain (measured: 10× slower on the shared 2-core box).
     """
 
     dim: int = 256
@@ -71,7 +73,7 @@ class HeadConfig:
     temperature: float = 0.1
     batch_size: int = 64
     seed: int = 0
-    threads: int | None = 2
+    threads: int | None = 1
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> HeadConfig:
@@ -224,6 +226,12 @@ def train_head(
     usable = check_data(data)
     if config.threads:
         torch.set_num_threads(int(config.threads))
+        try:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(int(config.threads))  # numpy's BLAS (the SVD below)
+        except ImportError:  # pragma: no cover - comes with scikit-learn
+            pass
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
 

@@ -112,6 +112,13 @@ def held_out(
     order = rng.permutation(n)
     split = np.array_split(order, folds)
     base = _unit(np.asarray(data.vectors, dtype=np.float32))
+    try:
+        from threadpoolctl import threadpool_limits
+
+        # Small matrices: one BLAS thread (spinning threads on a busy machine cost 10×).
+        limits = threadpool_limits(config.threads) if config.threads else None
+    except ImportError:  # pragma: no cover - comes with scikit-learn
+        limits = None
     scores: dict[str, dict[str, list[float]]] = {
         "untuned": {"precision": [], "classifier": []},
         "tuned": {"precision": [], "classifier": []},
@@ -135,6 +142,8 @@ def held_out(
         per_fold.append(row)
         if on_fold:
             on_fold(f + 1, folds)
+    if limits is not None:
+        limits.restore_original_limits()
     out: dict[str, Any] = {"label": LABEL, "folds": folds, "k": k, "products": n, "candidates": int(len(cand))}
     for name, values in scores.items():
         out[name] = {metric: (float(np.mean(v)) if v else None) for metric, v in values.items()}
