@@ -62,7 +62,7 @@ class HeadConfig:
     pca: int = 256
     whiten: bool = True
     hidden: int = 0
-    epochs: int = 20
+    epochs: int = 60
     lr: float = 2e-3
     weight_decay: float = 1e-3
     dropout: float = 0.5
