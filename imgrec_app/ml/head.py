@@ -61,8 +61,8 @@ class HeadConfig:
     dim: int = 256
     pca: int = 256
     whiten: bool = True
-    hidden: int = 0
-    epochs: int = 60
+    hidden: int = 512
+    epochs: int = 20
     lr: float = 2e-3
     weight_decay: float = 1e-3
     dropout: float = 0.5
