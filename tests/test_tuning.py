@@ -24,7 +24,7 @@ from tests.conftest import CATALOGUE_DIR
 CATEGORIES = ["fruit", "musical-instruments", "vehicles", "tools", "clothing-accessories", "bird-prints"]
 PER_CATEGORY = 10
 LATE = 3
-FAST = {"epochs": 15}
+FAST = {"epochs": 15, "hidden": 0}  # small and quick; the default head is measured in bench/
 
 
 # --- the head, without Django -------------------------------------------------------------------
