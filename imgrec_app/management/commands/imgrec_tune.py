@@ -88,10 +88,14 @@ def _describe(run: Any) -> str:
     m = run.metrics or {}
     text = f"Run {run.pk}: {run.status}{' (active)' if run.is_active else ''}  {run.model_id or run.base_model_id}"
     if m.get("tuned"):
+
+        def f(value: float | None) -> str:
+            return "-" if value is None else f"{value:.3f}"
+
         text += (
             f"\n  held-out ({m['folds']} folds by product) image-only precision@{m['k']}: "
-            f"untuned {m['untuned']['precision']:.3f} -> tuned {m['tuned']['precision']:.3f}; "
-            f"classifier {m['untuned']['classifier']:.3f} -> {m['tuned']['classifier']:.3f}"
+            f"untuned {f(m['untuned']['precision'])} -> tuned {f(m['tuned']['precision'])}; "
+            f"classifier {f(m['untuned']['classifier'])} -> {f(m['tuned']['classifier'])}"
         )
     if run.message:
         text += f"\n  {run.message}"
