@@ -23,6 +23,7 @@ from imgrec_app.models import (
     IndexedImage,
     ProductImage,
     ReindexRun,
+    TuningRun,
 )
 
 REINDEX_PERMISSION = "imgrec_app.reindex"
@@ -281,3 +282,135 @@ class CategoryPredictionAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+TUNE_PERMISSION = "imgrec_app.tune"
+
+
+def _can_tune(request: HttpRequest) -> bool:
+    return request.user.is_active and request.user.is_staff and request.user.has_perm(TUNE_PERMISSION)
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
+@admin.register(TuningRun)
+class TuningRunAdmin(admin.ModelAdmin):
+    """Catalogue-tuning runs: "Learn the catalogue" and "Roll back" buttons, progress, and each
+    run's held-out numbers (tuned vs untuned, k-fold by product)."""
+
+    list_display = [
+        "pk",
+        "status",
+        "progress_pct",
+        "is_active",
+        "heldout_untuned",
+        "heldout_tuned",
+        "sample_count",
+        "model_id",
+        "created_at",
+    ]
+    exclude = ["weights", "config", "metrics", "categories"]
+    readonly_fields = [
+        "status",
+        "progress_pct",
+        "stage",
+        "message",
+        "is_active",
+        "base_model_id",
+        "model_id",
+        "dimensions",
+        "sample_count",
+        "heldout_table",
+        "requested_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
+    change_list_template = "admin/imgrec_app/tuningrun/change_list.html"
+    change_form_template = "admin/imgrec_app/tuningrun/change_form.html"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Progress")
+    def progress_pct(self, obj: TuningRun) -> str:
+        return f"{100 * obj.progress:.0f} %"
+
+    @admin.display(description="Held-out precision, untuned")
+    def heldout_untuned(self, obj: TuningRun) -> str:
+        return _pct((obj.metrics or {}).get("untuned", {}).get("precision"))
+
+    @admin.display(description="Held-out precision, tuned")
+    def heldout_tuned(self, obj: TuningRun) -> str:
+        return _pct((obj.metrics or {}).get("tuned", {}).get("precision"))
+
+    @admin.display(description="Held-out evaluation (k-fold by product)")
+    def heldout_table(self, obj: TuningRun) -> str:
+        m = obj.metrics or {}
+        if not m.get("tuned"):
+            return "–"
+        return format_html(
+            "<table><tr><th></th><th>untuned</th><th>tuned</th></tr>"
+            "<tr><td>image-only precision@{}</td><td>{}</td><td>{}</td></tr>"
+            "<tr><td>classifier accuracy</td><td>{}</td><td>{}</td></tr></table>"
+            "<p>{} folds, {} products; only products a fold's head did not see are scored.</p>",
+            m.get("k"),
+            _pct(m["untuned"]["precision"]),
+            _pct(m["tuned"]["precision"]),
+            _pct(m["untuned"]["classifier"]),
+            _pct(m["tuned"]["classifier"]),
+            m.get("folds"),
+            m.get("products"),
+        )
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path("start/", self.admin_site.admin_view(self.start_view), name="imgrec_app_tune"),
+            path("rollback/", self.admin_site.admin_view(self.rollback_view), name="imgrec_app_tune_rollback"),
+            path(
+                "<int:run_id>/progress/",
+                self.admin_site.admin_view(self.progress_view),
+                name="imgrec_app_tune_progress",
+            ),
+        ] + super().get_urls()
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        return super().changelist_view(request, {**(extra_context or {}), "can_tune": _can_tune(request)})
+
+    def start_view(self, request: HttpRequest) -> HttpResponse:
+        from imgrec_app.services import tuning
+
+        if request.method != "POST" or not _can_tune(request):
+            raise PermissionDenied
+        try:
+            started = tuning.start_and_queue(user=request.user)
+        except tuning.TuningRefused as exc:
+            messages.error(request, str(exc))
+            return redirect(reverse("admin:imgrec_app_tuningrun_changelist"))
+        if started.created:
+            messages.success(request, f"Tuning run {started.run.pk} started; the shelves are served meanwhile.")
+        else:
+            messages.info(request, f"Tuning run {started.run.pk} is already {started.run.status}.")
+        return redirect(reverse("admin:imgrec_app_tuningrun_change", args=[started.run.pk]))
+
+    def rollback_view(self, request: HttpRequest) -> HttpResponse:
+        from imgrec_app.services import tuning
+
+        if request.method != "POST" or not _can_tune(request):
+            raise PermissionDenied
+        run = tuning.rollback()
+        messages.success(request, f"Serving the base vectors{f' (run {run.pk} deactivated)' if run else ''}.")
+        return redirect(reverse("admin:imgrec_app_tuningrun_changelist"))
+
+    def progress_view(self, request: HttpRequest, run_id: int) -> JsonResponse:
+        from imgrec_app.services import tuning
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        run = get_object_or_404(TuningRun.objects.defer("weights"), pk=run_id)
+        return JsonResponse(tuning.run_progress(run))

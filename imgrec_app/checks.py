@@ -41,6 +41,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_search()
     errors += _check_serving()
     errors += _check_foryou_weights()
+    errors += _check_tuning()
     return errors
 
 
@@ -370,6 +371,35 @@ def _check_search() -> list[CheckMessage]:
                 f"{SETTING_NAME}['SEARCH_QUEUE'] must be a queue name or None, not {queue!r}.",
                 hint="None sends search photos to QUEUES['embed'].",
                 id="imgrec_app.E040",
+            )
+        )
+    return errors
+
+
+def _check_tuning() -> list[CheckMessage]:
+    """Catalogue-tuning settings (imgrec_tune): E046 thresholds and folds, E047 head options."""
+    errors: list[CheckMessage] = []
+    for key, minimum in (("TUNING_MIN_CATEGORIES", 2), ("TUNING_MIN_PER_CATEGORY", 2), ("TUNING_FOLDS", 0)):
+        value = getattr(imgrec_settings, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum or value == 1:
+            errors.append(
+                Error(
+                    f"{SETTING_NAME}[{key!r}] must be an integer >= {minimum}"
+                    f"{' (0 or 2+)' if key == 'TUNING_FOLDS' else ''}, not {value!r}.",
+                    hint=f"Default: {DEFAULTS[key]!r}.",
+                    id="imgrec_app.E046",
+                )
+            )
+    try:
+        from imgrec_app.ml.head import HeadConfig
+
+        HeadConfig.from_dict(dict(imgrec_settings.TUNING_HEAD or {}))
+    except (TypeError, ValueError) as exc:
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['TUNING_HEAD'] is not valid: {exc}.",
+                hint="Keys of imgrec_app.ml.head.HeadConfig: dim, hidden, epochs, lr, margin, text_weight, ...",
+                id="imgrec_app.E047",
             )
         )
     return errors

@@ -64,8 +64,21 @@ DEFAULTS: dict[str, Any] = {
     "TEXT_MODEL": None,
     # Product attributes (or methods) whose text is embedded.
     "TEXT_FIELDS": ["name", "description"],
+    # --- learning the shop's catalogue (``imgrec_tune``, docs/DESIGN.md) -------------------------
+    # Serve the active tuned head's vectors (False: serve the base backbone's: a rollback).
+    "TUNING_SERVE": True,
+    # Options of the projection head (``imgrec_app.ml.head.HeadConfig``: dim, hidden, epochs, ...).
+    "TUNING_HEAD": {},
+    # A run refuses unless this many categories have TUNING_MIN_PER_CATEGORY+ indexed products.
+    "TUNING_MIN_CATEGORIES": 2,
+    "TUNING_MIN_PER_CATEGORY": 3,
+    # Held-out evaluation of every run (k-fold by product); 0 skips it (then nothing is compared).
+    "TUNING_FOLDS": 5,
+    # Activate a run only if its held-out image-only precision beats the untuned vectors'.
+    "TUNING_REQUIRE_GAIN": True,
     # --- Celery ----------------------------------------------------------------------------------
     # Queue names: "embed" does model work (route it to GPU/CPU workers), "light" does bookkeeping.
+    # An optional "tune" key names a queue of its own for catalogue-tuning runs (default: "light").
     "QUEUES": {"embed": "imgrec.embed", "light": "imgrec.light"},
     # Images claimed per task; a task claims up to this many waiting images in one go.
     "TASK_BATCH_SIZE": 64,

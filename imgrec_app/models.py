@@ -433,3 +433,60 @@ class ShopperControl(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.object_id} by {self.user_id or self.visitor_id}"
+
+
+class TuningRun(models.Model):
+    """A run that learns the shop's catalogue: a projection head on frozen backbone vectors.
+
+    Its result is a new model version (``model_id`` = ``<base model id>:head<pk>``) whose image
+    vectors are the head applied to the base vectors; it serves once it is the active run and
+    its backfill is complete (the model-switch machinery of ``ServingModel``).
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        TRAINING = "training", _("Training")
+        EVALUATING = "evaluating", _("Evaluating (held-out)")
+        BACKFILLING = "backfilling", _("Writing tuned vectors")
+        READY = "ready", _("Ready")
+        REFUSED = "refused", _("Refused")
+        FAILED = "failed", _("Failed")
+
+    base_model_id = models.CharField(max_length=200)
+    # The tuned model's id, set when the run starts training.
+    model_id = models.CharField(max_length=200, blank=True)
+    dimensions = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    # The run whose head writes vectors for new images and (unless rolled back) serves.
+    is_active = models.BooleanField(default=False)
+    progress = models.FloatField(default=0.0)
+    stage = models.CharField(max_length=200, blank=True)
+    message = models.TextField(blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    # Held-out (k-fold by product) precision and classifier accuracy, tuned vs untuned.
+    metrics = models.JSONField(default=dict, blank=True)
+    categories = models.JSONField(default=list, blank=True)
+    sample_count = models.PositiveIntegerField(default=0)
+    weights = models.BinaryField(null=True, blank=True, editable=False)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        permissions = [("tune", "Can start a tuning run")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_active"], condition=Q(is_active=True), name="imgrec_tuningrun_one_active"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Tuning run {self.pk} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.READY, self.Status.REFUSED, self.Status.FAILED)

@@ -99,10 +99,11 @@ def sweep() -> dict[str, int]:
     (at most hourly) delete uploads left by rolled-back transactions."""
     from django.core.cache import cache
 
-    from imgrec_app.services import indexing
+    from imgrec_app.services import indexing, tuning
     from imgrec_app.services.models import sync_serving_model
 
     result = indexing.sweep_stuck()
+    result["tuned_backfilled"] = tuning.backfill_active()
     sync_serving_model()
     if cache.add("imgrec:orphan-files-swept", True, timeout=3600):
         result["orphan_files"] = indexing.delete_orphan_files()
@@ -152,3 +153,23 @@ def train_classifier(folds: int = 5) -> dict[str, Any]:
     except classifier.NotEnoughData as exc:
         logger.warning("imgrec classifier not trained: %s", exc)
         return {"error": str(exc)}
+
+
+@shared_task(name="imgrec.tune", ignore_result=True)
+def tune(run_id: int) -> str:
+    """Do a catalogue-tuning run (sent to ``QUEUES["tune"]``, or ``"light"`` without one)."""
+    from imgrec_app.services import tuning
+
+    return tuning.execute(run_id).status
+
+
+@shared_task(name="imgrec.start_tuning", ignore_result=True)
+def start_tuning() -> int | None:
+    """Periodic (optional beat entry): start a tuning run; None when the catalogue is refused."""
+    from imgrec_app.services import tuning
+
+    try:
+        return tuning.start_and_queue().run.pk
+    except tuning.TuningRefused as exc:
+        logger.info("imgrec scheduled tuning refused: %s", exc)
+        return None

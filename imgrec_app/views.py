@@ -65,11 +65,13 @@ def for_you_fragment(request: HttpRequest) -> HttpResponse:
     """The for-you shelf; ``?product=<id>``: as on that product's page (no repeat of its similar shelf)."""
     product = None
     if request.GET.get("product"):
-        model = get_product_model()
         try:
-            product = model._default_manager.get(pk=model._meta.pk.to_python(request.GET["product"]))
-        except Exception:
+            product = get_visible_product(request.GET["product"])
+        except LookupError:
             raise Http404("No such product.") from None
+        except DatabaseError:
+            logger.exception("imgrec for-you fragment: database error looking up product")
+            return _unavailable()
     context = {"limit": _limit(request), "product": product}
     response = HttpResponse(_FOR_YOU.render(RequestContext(request, context)))
     patch_vary_headers(response, ["Cookie"])

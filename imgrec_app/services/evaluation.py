@@ -106,6 +106,7 @@ class EvaluationOptions:
     folds: int = 5
     grid: bool = False
     foryou_grid: bool = False
+    tuning: bool = True
 
 
 def _identity(items: Iterable[T], desc: str, total: int) -> Iterable[T]:
@@ -792,6 +793,7 @@ def evaluate(options: EvaluationOptions | None = None, *, progress: Progress | N
             "folds": options.folds,
             "grid": options.grid,
             "foryou_grid": options.foryou_grid,
+            "tuning": options.tuning,
         },
         "image_model": catalogue.image_model[0],
         "text_model": (text_model() or (None,))[0],
@@ -807,6 +809,13 @@ def evaluate(options: EvaluationOptions | None = None, *, progress: Progress | N
     started = time.perf_counter()
     result["classifier"] = evaluate_classifier(catalogue, folds=options.folds, progress=wrap)
     timings["classifier"] = time.perf_counter() - started
+    if options.tuning:
+        # Catalogue tuning (imgrec_tune), held-out by product: services/evaluation_tuning.py.
+        from imgrec_app.services.evaluation_tuning import evaluate_tuning
+
+        started = time.perf_counter()
+        result["tuning"] = evaluate_tuning(folds=options.folds, k=options.k, seed=options.seed)
+        timings["tuning"] = time.perf_counter() - started
     started = time.perf_counter()
     result["for_you"] = evaluate_for_you(catalogue, options, random.Random(options.seed + 2), wrap)
     timings["for_you"] = time.perf_counter() - started
@@ -836,6 +845,10 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(
             (f"Category classifier: {clf.get('folds', '?')}-fold accuracy", scores["label"], _pct(scores["accuracy"]))
         )
+    if result.get("tuning"):
+        from imgrec_app.services.evaluation_tuning import summary_rows as tuning_rows
+
+        rows += tuning_rows(result["tuning"])
     fy = result["for_you"]
     if fy.get("skipped"):
         rows.append(("Recommended for you", "skipped", fy["skipped"]))

@@ -31,6 +31,7 @@ from imgrec_app.hosts import ImageSource, get_image_source, sources_for_model
 from imgrec_app.ml.preprocess import ImageError, load_rgb
 from imgrec_app.models import ImageEmbedding, IndexedImage, ProductImage, ProductVector
 from imgrec_app.services.models import ModelRef, configured_model, sync_serving_model
+from imgrec_app.services.tuning import extra_vectors
 from imgrec_app.services.vectors import ensure_hnsw_index, refresh_product_vectors
 
 logger = logging.getLogger(__name__)
@@ -510,6 +511,8 @@ class _Result:
     reason: str = ""
     detail: str = ""
     reused: bool = False
+    # Vectors of other model versions made from ``vector`` (the active tuned head), by model id.
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _encode_and_write(
@@ -517,6 +520,13 @@ def _encode_and_write(
 ) -> None:
     """Embed one sub-batch and write its results (see :func:`write_results`)."""
     results = _encode(works, encoder, ref)
+    ready = [r for r in results if r.status == Status.READY and r.vector is not None]
+    if ready:
+        # Other model versions made from these vectors (the active tuned head, services/tuning.py),
+        # written in the same transaction as the base vectors.
+        for model_id, vecs in extra_vectors(ref, np.stack([r.vector for r in ready])).items():
+            for r, v in zip(ready, vecs):
+                r.extras[model_id] = v
     written = {r.image.pk for r in write_results(results, ref.model_id, token=token)}
     for r in results:
         if r.image.pk not in written:
@@ -614,24 +624,28 @@ def write_results(results: Sequence[_Result], model_id: str, *, token: int | Non
         matched = cursor.fetchall()
         ready = [(pk, ct, obj) for pk, ct, obj in matched if by_pk[pk].status == Status.READY]
         if ready:
-            cursor.execute(
-                f"""
-                INSERT INTO {ie} (image_id, model_id, vector, file_hash, labels, created_at)
-                SELECT t.id, %s, t.vec::vector, t.hash, t.labels::jsonb, now()
-                  FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS t(id, vec, hash, labels)
-                ON CONFLICT (image_id, model_id) DO UPDATE
-                   SET vector = EXCLUDED.vector, file_hash = EXCLUDED.file_hash, labels = EXCLUDED.labels
-                """,
-                [
-                    model_id,
-                    [pk for pk, _, _ in ready],
-                    [_vector_text(by_pk[pk].vector) for pk, _, _ in ready],
-                    [by_pk[pk].file_hash for pk, _, _ in ready],
-                    [json.dumps(by_pk[pk].labels) for pk, _, _ in ready],
-                ],
-            )
-            # The products' vectors (and labels) in the same transaction.
-            refresh_product_vectors({(ct, obj) for _, ct, obj in ready}, model_id)
+            extra_ids = sorted({mid for pk, _, _ in ready for mid in by_pk[pk].extras})
+            for mid in [model_id, *extra_ids]:
+                have = [(pk, ct, obj) for pk, ct, obj in ready if mid == model_id or mid in by_pk[pk].extras]
+                vecs = [by_pk[pk].vector if mid == model_id else by_pk[pk].extras[mid] for pk, _, _ in have]
+                cursor.execute(
+                    f"""
+                    INSERT INTO {ie} (image_id, model_id, vector, file_hash, labels, created_at)
+                    SELECT t.id, %s, t.vec::vector, t.hash, t.labels::jsonb, now()
+                      FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) AS t(id, vec, hash, labels)
+                    ON CONFLICT (image_id, model_id) DO UPDATE
+                       SET vector = EXCLUDED.vector, file_hash = EXCLUDED.file_hash, labels = EXCLUDED.labels
+                    """,
+                    [
+                        mid,
+                        [pk for pk, _, _ in have],
+                        [_vector_text(v) for v in vecs],
+                        [by_pk[pk].file_hash for pk, _, _ in have],
+                        [json.dumps(by_pk[pk].labels) for pk, _, _ in have],
+                    ],
+                )
+                # The products' vectors (and labels) in the same transaction.
+                refresh_product_vectors({(ct, obj) for _, ct, obj in have}, mid)
     return [by_pk[pk] for pk, _, _ in matched]
 
 

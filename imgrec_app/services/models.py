@@ -103,15 +103,24 @@ def sync_serving_model() -> ServingModel | None:
     serves again at the next sync.
     """
     ref = configured_model()
+    target_id, target_dim = serving_target(ref)
     current = serving_model()
-    if current is not None and current.model_id == ref.model_id:
+    if current is not None and current.model_id == target_id:
         return current
     if current is not None and imgrec_settings.MODEL_SWITCH != "auto":
         return current
-    if current is not None and backfill_remaining(ref.model_id):
+    if current is not None and backfill_remaining(target_id):
         return current
     from imgrec_app.models import ImageEmbedding
 
-    if current is None and not ImageEmbedding.objects.filter(model_id=ref.model_id).exists():
+    if current is None and not ImageEmbedding.objects.filter(model_id=target_id).exists():
         return None
-    return switch_serving(ref.model_id, ref.dim)
+    return switch_serving(target_id, target_dim)
+
+
+def serving_target(ref: ModelRef) -> tuple[str, int]:
+    """``(model id, dim)`` that should serve: the configured backbone, or its active tuned head
+    (a catalogue-tuning run, :mod:`imgrec_app.services.tuning`)."""
+    from imgrec_app.services.tuning import serving_target as tuned_target
+
+    return tuned_target(ref)

@@ -337,7 +337,7 @@ def search_by_photo(file: Any, *, limit: int = 8) -> list[Recommendation]:
     if serving is None:
         raise LookupError("Nothing is indexed yet.")
     ref = configured_model()
-    if ref.model_id != serving.model_id:
+    if ref.model_id != serving.model_id and not serving.model_id.startswith(f"{ref.model_id}:head"):
         raise LookupError("The serving model differs from the configured one; try again after the switch.")
     file.seek(0)
     try:
@@ -350,6 +350,14 @@ def search_by_photo(file: Any, *, limit: int = 8) -> list[Recommendation]:
     except ImageError as exc:
         raise ValidationError(exc.message, code=exc.code) from exc
     vec = photo_search.query_vector(img, ref)  # here, or on a worker when torch is not installed
+    if serving.model_id != ref.model_id:
+        # A tuned head serves (imgrec_tune): the photo goes through the same head.
+        from imgrec_app.services.tuning import extra_vectors
+
+        tuned = extra_vectors(ref, np.asarray(vec, dtype=np.float32)[None, :])
+        if serving.model_id not in tuned:
+            raise LookupError("The serving tuned head is not active; try again after the switch.")
+        vec = tuned[serving.model_id][0]
     if imgrec_settings.SEARCH_STORE_UPLOADS:
         _store_search_upload(file, info.format)
     rows = search.nearest(

@@ -80,6 +80,11 @@ class Command(BaseCommand):
             help="Also measure recommended-for-you hit rate@k over a grid of FORYOU_WEIGHTS "
             "(interest 0/1, coview 0/0.5, category 0/0.5/1/2, recency 0/0.5).",
         )
+        parser.add_argument(
+            "--no-tuning",
+            action="store_true",
+            help="Skip the held-out (k-fold by product) tuned vs untuned rows of imgrec_tune's head.",
+        )
         parser.add_argument("--json", action="store_true", help="Print the results as JSON instead of the table.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -97,6 +102,7 @@ class Command(BaseCommand):
             folds=options["folds"],
             grid=options["grid"],
             foryou_grid=options["foryou_grid"],
+            tuning=not options["no_tuning"],
         )
         quiet = options["verbosity"] == 0 or options["json"]
 

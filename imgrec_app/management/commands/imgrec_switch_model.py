@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from imgrec_app.services.models import backfill_remaining, configured_model, switch_serving
+from imgrec_app.services.models import backfill_remaining, configured_model, serving_target, switch_serving
 
 
 class Command(BaseCommand):
@@ -19,12 +19,13 @@ class Command(BaseCommand):
         parser.add_argument("--force", action="store_true", help="Switch even if the backfill is incomplete.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        ref = configured_model()
-        remaining = backfill_remaining(ref.model_id)
+        # The configured backbone, or its active tuned head (imgrec_tune).
+        model_id, dim = serving_target(configured_model())
+        remaining = backfill_remaining(model_id)
         if remaining and not options["force"]:
             raise CommandError(
-                f"{remaining} image(s) still lack a {ref.model_id} vector; run imgrec_reindex "
+                f"{remaining} image(s) still lack a {model_id} vector; run imgrec_reindex "
                 "--stale (or --missing) first, or pass --force."
             )
-        switch_serving(ref.model_id, ref.dim)
-        self.stdout.write(self.style.SUCCESS(f"Serving {ref.model_id}."))
+        switch_serving(model_id, dim)
+        self.stdout.write(self.style.SUCCESS(f"Serving {model_id}."))
