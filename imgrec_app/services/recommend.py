@@ -523,17 +523,19 @@ def search_by_photo(file: Any, *, limit: int = 8) -> list[Recommendation]:
     ref = configured_model()
     if ref.model_id != serving.model_id:
         raise LookupError("The serving model differs from the configured one; try again after the switch.")
+    encoder = load_encoder(ref)
     file.seek(0)
     try:
+        # Decoded and framed exactly as the catalogue's photos are (indexing._prepare).
         img = load_rgb(
             file.read(),
             allowed_formats=imgrec_settings.ALLOWED_FORMATS,
             max_pixels=imgrec_settings.MAX_IMAGE_PIXELS,
-            min_size=256,
+            min_size=encoder.decode_size,
         )
     except ImageError as exc:
         raise ValidationError(exc.message, code=exc.code) from exc
-    vec = load_encoder(ref).encode([img])[0]
+    vec = encoder.encode([img])[0]
     if imgrec_settings.SEARCH_STORE_UPLOADS:
         _store_search_upload(file, info.format)
     rows = search.nearest(
