@@ -96,11 +96,59 @@ def vectors_for(name: str, catalogue: str, paths: list[Path], decoded: dict) -> 
     if key not in decoded:
         decoded[key] = decode(paths, spec.resize_size)
     started = time.perf_counter()
-    vectors = embed(make_encoder(name), decoded[key])
+    encoder = make_encoder(name)
+    if spec.flip or not hasattr(encoder.model, "net"):
+        vectors = embed(encoder, decoded[key])
+    else:
+        # avg and GeM from one forward pass (CPU time is scarce); both cached under their own id.
+        both = embed_both_poolings(encoder, decoded[key])
+        for pooling, vecs in both.items():
+            other = spec.with_options({"pooling": pooling})
+            path = (
+                CACHE
+                / catalogue
+                / f"{other.model_id(weights_version_for(other, options)).replace(':', '_')}-{len(paths)}.npy"
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, vecs)
+        vectors = both[spec.pooling]
     print(f"  {name} on {catalogue}: {len(paths)} images in {time.perf_counter() - started:.0f} s", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, vectors)
     return vectors, model_id
+
+
+def embed_both_poolings(encoder: Any, images: list[Any], batch: int = 32) -> dict[str, np.ndarray]:
+    """Average- and GeM-pooled unit vectors from one pass of an EfficientNet-Lite encoder.
+
+    Checked against the production path (``Encoder.encode_arrays`` of the avg and the GeM
+    variant) on the first batch: they must agree to 1e-4, or this raises.
+    """
+    import torch
+
+    from imgrec_app.ml.backbones import GEM_P
+    from imgrec_app.ml.encoder import Encoder
+
+    out: dict[str, list[np.ndarray]] = {"avg": [], "gem": []}
+    for start in range(0, len(images), batch):
+        arrays = np.stack([encoder.preprocess(img) for img in images[start : start + batch]])
+        with torch.inference_mode():
+            x = torch.from_numpy(arrays).permute(0, 3, 1, 2).float()
+            x = ((x - encoder._mean) / encoder._std).contiguous(memory_format=torch.channels_last)
+            fmap = encoder.model.net.extract_features(x)
+            pooled = {
+                "avg": fmap.mean(dim=(2, 3)),
+                "gem": fmap.clamp_min(1e-6).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P),
+            }
+        for pooling, f in pooled.items():
+            out[pooling].append(torch.nn.functional.normalize(f, dim=1).numpy())
+        if start == 0:
+            for pooling in out:
+                spec = encoder.spec.with_options({"pooling": pooling})
+                check = Encoder(spec, options={"pooling": pooling}, device="cpu", top_labels=0)
+                ref = check.encode_arrays(arrays[:4]).vectors
+                np.testing.assert_allclose(out[pooling][0][:4], ref, atol=1e-4)
+    return {k: np.concatenate(v) for k, v in out.items()}
 
 
 def precision_at_k(vectors: np.ndarray, labels: list[str], k: int = 10) -> float:
