@@ -190,6 +190,7 @@ def main() -> None:
     p.add_argument("--speed", type=int, default=64, help="images timed per variant (0: no timing)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--speed-only", action="store_true", help="only time the variants (no quality)")
     args = p.parse_args()
     import torch
 
@@ -205,7 +206,7 @@ def main() -> None:
     rows = []
     for name in names:
         row: dict[str, Any] = {"variant": name}
-        for cat, (paths, labels) in catalogues.items():
+        for cat, (paths, labels) in catalogues.items() if not args.speed_only else ():
             vectors, model_id = vectors_for(name, cat, paths, decoded)
             row["model_id"] = model_id
             row[f"p@10 {cat}"] = round(precision_at_k(vectors, labels), 3)
