@@ -35,9 +35,9 @@ DEFAULTS: dict[str, Any] = {
     # Keyword options passed to the backbone factory, e.g. ``{"weights_path": "/models/r50.pth"}``,
     # plus the recipe keys "preprocess" ("crop" | "pad" | "product") and "pooling" ("avg" | "gem",
     # optionally "+flip"); the recipe is part of the model id.  Default: frame the product (crop to
-    # it on plain backgrounds, pad to square), chosen by bench/feature_variants.py (docs/EVALUATION.md).
-    # ``{}`` is the original centre-crop recipe (model id ``...:p1``).
-    "BACKBONE_OPTIONS": {"preprocess": "product"},
+    # it on plain backgrounds, pad to square) and GeM pooling, chosen by bench/feature_variants.py
+    # (docs/EVALUATION.md).  ``{}`` is the original centre-crop recipe (model id ``...:p1``).
+    "BACKBONE_OPTIONS": {"preprocess": "product", "pooling": "gem"},
     # "auto": serve a new backbone's vectors as soon as its backfill is complete;
     # "manual": keep serving the old ones until ``imgrec_switch_model`` is run.
     "MODEL_SWITCH": "auto",
