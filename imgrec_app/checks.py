@@ -123,6 +123,16 @@ def _check_backbone() -> list[CheckMessage]:
                 id="imgrec_app.E003",
             )
         ]
+    try:
+        get_backbone(name).with_options(options)
+    except ValueError as exc:
+        return [
+            Error(
+                f"{SETTING_NAME}['BACKBONE_OPTIONS'] is invalid: {exc}",
+                hint="'preprocess' is one of 'crop', 'pad', 'product'; 'pooling' e.g. 'avg', 'gem', 'gem+flip'.",
+                id="imgrec_app.E003",
+            )
+        ]
     path = options.get("weights_path")
     if path:
         import os

