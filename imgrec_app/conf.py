@@ -79,6 +79,9 @@ DEFAULTS: dict[str, Any] = {
     "CATEGORY_CAP": 3,
     # Upper bound of ``limit`` accepted from callers.
     "MAX_LIMIT": 50,
+    # Static path of the stylesheet the shelf tags link once per page (a responsive row of cards);
+    # None leaves it out (style the ``imgrec-shelf*`` classes yourself).
+    "SHELF_STYLESHEET": "imgrec_app/shelf.css",
     # pgvector: hnsw.ef_search floor and hnsw.max_scan_tuples for filtered (iterative) scans.
     "HNSW_EF_SEARCH": 100,
     "HNSW_MAX_SCAN_TUPLES": 50_000,

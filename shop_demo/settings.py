@@ -35,6 +35,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Strict CSP (no inline scripts or styles): imgrec's templates are written for it.
+    "shop_demo.csp.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "shop_demo.urls"
