@@ -20,6 +20,7 @@ from django.db.models import F, FloatField, Func, QuerySet, Sum, Value
 from django.db.models.functions import Extract, Now
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_lazy
 
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import (
@@ -154,7 +155,7 @@ def _fallback(*, limit: int, exclude: set[str], restrict: QuerySet, category_of:
         same = same & restrict if restrict is not None else same
         add(
             trending_scores(restrict_to=same, limit=limit * 2, exclude=taken),
-            "More from this category",
+            gettext("More from this category"),
             "fallback:category",
         )
         if len(items) < limit:
@@ -162,15 +163,16 @@ def _fallback(*, limit: int, exclude: set[str], restrict: QuerySet, category_of:
                 product_key(pk)
                 for pk in same.exclude(pk__in=_pks(taken)).order_by("-pk").values_list("pk", flat=True)[: limit * 2]
             ]
-            add(((i, 0.0) for i in ids), "More from this category", "fallback:category")
+            add(((i, 0.0) for i in ids), gettext("More from this category"), "fallback:category")
     if len(items) < limit:
-        add(trending_scores(restrict_to=restrict, limit=limit * 2, exclude=taken), "Trending now", "fallback:trending")
+        trending = trending_scores(restrict_to=restrict, limit=limit * 2, exclude=taken)
+        add(trending, gettext("Trending now"), "fallback:trending")
     if len(items) < limit:
         ids = [
             product_key(pk)
             for pk in restrict.exclude(pk__in=_pks(taken)).order_by("-pk").values_list("pk", flat=True)[: limit * 2]
         ]
-        add(((i, 0.0) for i in ids), "New in the shop", "fallback:new")
+        add(((i, 0.0) for i in ids), gettext("New in the shop"), "fallback:new")
     return items
 
 
@@ -198,7 +200,11 @@ class _Query:
     dim: int
 
 
-REASONS = {"image": "Looks similar", "text": "Similar description", "coview": "Often viewed together"}
+REASONS = {
+    "image": gettext_lazy("Looks similar"),
+    "text": gettext_lazy("Similar description"),
+    "coview": gettext_lazy("Often viewed together"),
+}
 
 
 def _queries_for(keys: Sequence[str]) -> tuple[dict[str, dict[str, np.ndarray]], list[tuple[str, str, int]]]:
@@ -302,7 +308,7 @@ def similar_products(
         if max_cov and c in coviews:
             parts = {**parts, "coview": coviews[c] / max_cov}
         score, source = _fuse(parts)
-        scored.append(Recommendation(c, score, REASONS[source], f"similar:{source}", [key]))
+        scored.append(Recommendation(c, score, str(REASONS[source]), f"similar:{source}", [key]))
     scored.sort(key=lambda r: (-r.score, r.product_id))
     image_query = own.get("image", {}).get(key)
     scored = _dedupe_and_diversify(scored, vectors.get("image", {}), image_query, limit)
@@ -470,7 +476,9 @@ def recommended_for_you(request: HttpRequest, *, limit: int = 8, attach: bool = 
                 score, _ = _fuse(parts)
                 cv = vectors.get(primary, {}).get(obj)
                 anchor = max(member_ids, key=lambda m: _cos(own[primary][m], cv)) if cv is not None else member_ids[0]
-                reason = f"Because you viewed {names.get(anchor, 'a product')}"
+                reason = gettext("Because you viewed %(product)s") % {
+                    "product": names.get(anchor) or gettext("a product")
+                }
                 items.append(Recommendation(obj, score * weight / total_w, reason, "for_you:interest", [anchor]))
             items.sort(key=lambda r: (-r.score, r.product_id))
             lists.append((share, items))
@@ -543,7 +551,7 @@ def search_by_photo(file: Any, *, limit: int = 8) -> list[Recommendation]:
         limit=clamp_limit(limit),
         restrict_to=recommendable_products(),
     )
-    items = [Recommendation(obj, sim, "Looks like your photo", "search:image") for obj, sim in rows]
+    items = [Recommendation(obj, sim, gettext("Looks like your photo"), "search:image") for obj, sim in rows]
     return attach_products(items)
 
 
