@@ -105,7 +105,7 @@ class IndexedImageAdmin(admin.ModelAdmin):
             from imgrec_app.hosts import get_image_source
 
             source = get_image_source(obj.source)
-            storage = source.model._meta.get_field(source.field).storage
+            storage = source.model._meta.get_field(source.field).storage  # type: ignore[union-attr]
             return format_html('<img src="{}" style="max-height:48px;max-width:72px">', storage.url(obj.file_name))
         except Exception:
             return obj.file_name

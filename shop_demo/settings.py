@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 from pathlib import Path
 
 from imgrec_app.contrib.embedded_db import database_config
@@ -101,7 +102,7 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- imgrec ---------------------------------------------------------------------------------------
-IMGREC = {
+IMGREC: dict[str, Any] = {
     "PRODUCT_MODEL": "catalog.Product",
     "RECOMMENDABLE_PRODUCTS": "shop_demo.catalog.rules.recommendable_products",
     "PRODUCT_CATEGORY": "category",

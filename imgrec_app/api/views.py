@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.utils.cache import patch_cache_control, patch_vary_headers
@@ -78,7 +79,7 @@ def _product(product_id: str) -> Any:
     try:
         pk = model._meta.pk.to_python(product_id)
         return model._default_manager.get(pk=pk)
-    except (model.DoesNotExist, DjangoValidationError, ValueError, TypeError):
+    except (ObjectDoesNotExist, DjangoValidationError, ValueError, TypeError):
         raise Http404("No such product.") from None
 
 

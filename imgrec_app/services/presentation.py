@@ -35,7 +35,7 @@ def primary_image_urls(product_ids: Sequence[str]) -> dict[str, str]:
         if storage is None:
             try:
                 source = get_image_source(source_key)
-                storage = storages[source_key] = source.model._meta.get_field(source.field).storage
+                storage = storages[source_key] = source.model._meta.get_field(source.field).storage  # type: ignore[union-attr]
             except LookupError:
                 continue
         urls[obj] = storage.url(name)

@@ -396,7 +396,7 @@ def _weighted_history(request: HttpRequest) -> list[tuple[str, float]]:
     weights: dict[str, float] = {}
     for obj, kind, created in rows:
         age = max((now - created).total_seconds(), 0.0)
-        w = history.KIND_WEIGHTS.get(kind, 1.0) * 0.5 ** (age / half_life)
+        w = history.KIND_WEIGHTS.get(kind, 1.0) * 0.5 ** (age / half_life)  # type: ignore[call-overload]
         weights[obj] = weights.get(obj, 0.0) + w
     return sorted(weights.items(), key=lambda kv: -kv[1])
 
@@ -451,6 +451,7 @@ def recommended_for_you(request: HttpRequest, *, limit: int = 8, attach: bool = 
     if not usable:
         items = _fallback(limit=limit, exclude=seen, restrict=restrict)
         return attach_products(items) if attach else items
+    assert primary is not None  # usable is empty without a primary modality
     ids = [o for o, _ in usable]
     V = np.stack([own[primary][o] for o in ids])
     W = np.array([w for _, w in usable], dtype=np.float32)
