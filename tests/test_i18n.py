@@ -12,9 +12,10 @@ from django.contrib.auth.models import Permission, User
 from django.template import Context, Template
 from django.utils import translation
 
+import imgrec_app
 from tests.test_recommend import _request, catalogue  # noqa: F401
 
-LOCALE = Path(__file__).resolve().parent.parent / "imgrec_app" / "locale"
+LOCALE = Path(imgrec_app.__file__).resolve().parent / "locale"  # the installed app (the wheel, in CI)
 PO = LOCALE / "zh_Hans" / "LC_MESSAGES" / "django.po"
 STATUS = "/admin/imgrec_app/indexedimage/status/"
 

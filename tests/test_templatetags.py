@@ -10,6 +10,7 @@ from django.db import connection
 from django.template import Context, Template
 from django.test.utils import CaptureQueriesContext
 
+import imgrec_app
 from tests.test_recommend import _request, catalogue  # noqa: F401
 
 pytestmark = pytest.mark.django_db
@@ -68,7 +69,7 @@ _INLINE = [
     (re.compile(r"\son[a-z]+=", re.I), "event-handler attribute"),
     (re.compile(r"javascript:", re.I), "javascript: URL"),
 ]
-TEMPLATES = Path(__file__).resolve().parent.parent / "imgrec_app" / "templates"
+TEMPLATES = Path(imgrec_app.__file__).resolve().parent / "templates"  # the installed app (the wheel, in CI)
 # The evaluation report is a self-contained HTML file written to disk (never served by the shop):
 # its styles and plots are inline so that it opens anywhere.
 STANDALONE = {"imgrec_app/evaluation_report.html"}
