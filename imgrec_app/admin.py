@@ -15,6 +15,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from imgrec_app.models import (
@@ -48,6 +49,16 @@ class ProductImageInlineFormSet(BaseGenericInlineFormSet):
             )
 
 
+def _reindexing(total: int) -> str:
+    return ngettext("Re-indexing %(n)d image.", "Re-indexing %(n)d images.", total) % {"n": total}
+
+
+def _reindex_running(total: int, scope: str) -> str:
+    return ngettext(
+        "Re-index of %(n)d image (%(scope)s) is running.", "Re-index of %(n)d images (%(scope)s) is running.", total
+    ) % {"n": total, "scope": scope}
+
+
 class ProductImageInline(GenericTabularInline):
     """Add to a host ``ModelAdmin.inlines`` to upload product photos through imgrec."""
 
@@ -59,7 +70,7 @@ class ProductImageInline(GenericTabularInline):
     fields = ["image", "thumbnail", "alt_text", "position", "is_primary"]
     readonly_fields = ["thumbnail"]
 
-    @admin.display(description="Preview")
+    @admin.display(description=_("Preview"))
     def thumbnail(self, obj: ProductImage) -> str:
         if not obj or not obj.image:
             return "-"
@@ -75,18 +86,22 @@ def _start(request: HttpRequest, scope: str, product_ids: list[Any] | None = Non
 
     started = reindex.start_and_queue(scope, product_ids=product_ids, user=request.user)
     if not started.created:
-        messages.info(request, f"A re-index of {scope} (run {started.run.pk}) is already running.")
+        messages.info(
+            request,
+            gettext("A re-index of %(scope)s (run %(run)s) is already running.")
+            % {"scope": scope, "run": started.run.pk},
+        )
     return started.run
 
 
-@admin.action(description="Re-index images of selected products")
+@admin.action(description=_("Re-index images of selected products"))
 def reindex_products_action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
     """An action for the host's product admin (needs the ``imgrec_app.reindex`` permission)."""
     if not _can_reindex(request):
-        modeladmin.message_user(request, "You do not have permission to start a re-index.", messages.ERROR)
+        modeladmin.message_user(request, gettext("You do not have permission to start a re-index."), messages.ERROR)
         return
     run = _start(request, "all", product_ids=list(queryset.values_list("pk", flat=True)))
-    modeladmin.message_user(request, f"Re-indexing {run.total} image(s).", messages.SUCCESS)
+    modeladmin.message_user(request, _reindexing(run.total), messages.SUCCESS)
 
 
 @admin.register(IndexedImage)
@@ -106,21 +121,21 @@ class IndexedImageAdmin(admin.ModelAdmin):
     def has_imgrec_reindex_permission(self, request: HttpRequest) -> bool:
         return _can_reindex(request)
 
-    @admin.display(description="Image")
+    @admin.display(description=_("Image"))
     def thumbnail(self, obj: IndexedImage) -> str:
         try:
             from imgrec_app.hosts import get_image_source
 
             source = get_image_source(obj.source)
-            storage = source.model._meta.get_field(source.field).storage
+            storage = source.model._meta.get_field(source.field).storage  # type: ignore[union-attr]
             return format_html('<img src="{}" style="max-height:48px;max-width:72px">', storage.url(obj.file_name))
         except Exception:
             return obj.file_name
 
-    @admin.action(description="Re-index selected images", permissions=["imgrec_reindex"])
+    @admin.action(description=_("Re-index selected images"), permissions=["imgrec_reindex"])
     def reindex_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         run = _start(request, "all", product_ids=list(queryset.values_list("object_id", flat=True)))
-        self.message_user(request, f"Re-indexing {run.total} image(s).", messages.SUCCESS)
+        self.message_user(request, _reindexing(run.total), messages.SUCCESS)
 
     def get_urls(self) -> list[Any]:
         urls = [
@@ -152,15 +167,15 @@ class IndexedImageAdmin(admin.ModelAdmin):
                 raise PermissionDenied
             scope = request.POST.get("scope", "")
             if scope not in ("all", "missing", "failed", "stale"):
-                messages.error(request, f"Unknown re-index scope {scope!r}.")
+                messages.error(request, gettext("Unknown re-index scope %(scope)r.") % {"scope": scope})
             else:
                 run = _start(request, scope)
-                messages.success(request, f"Re-index of {run.total} image(s) ({scope}) is running.")
+                messages.success(request, _reindex_running(run.total, scope))
             return redirect(reverse("admin:imgrec_app_status"))
         latest = ReindexRun.objects.first()
         context = {
             **self.admin_site.each_context(request),
-            "title": "Image index status",
+            "title": gettext("Image index status"),
             "opts": self.model._meta,
             "status": reindex.index_status(),
             "run": reindex.run_progress(latest) if latest else None,
@@ -227,11 +242,11 @@ class CategoryClassifierAdmin(admin.ModelAdmin):
 
 
 class DisagreementFilter(admin.SimpleListFilter):
-    title = "agreement"
+    title = _("agreement")
     parameter_name = "disagrees"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "Predicted category differs"), ("no", "Agrees")]
+        return [("yes", gettext("Predicted category differs")), ("no", gettext("Agrees"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         from django.db.models import F
@@ -254,16 +269,16 @@ class CategoryPredictionAdmin(admin.ModelAdmin):
     ordering = ["-confidence"]
     actions = ["apply_suggestions"]
 
-    @admin.display(description="Product")
+    @admin.display(description=_("Product"))
     def product_link(self, obj: CategoryPrediction) -> str:
         product = obj.product
         return str(product) if product is not None else obj.object_id
 
-    @admin.display(boolean=True, description="Disagrees")
+    @admin.display(boolean=True, description=_("Disagrees"))
     def disagrees_flag(self, obj: CategoryPrediction) -> bool:
         return obj.disagrees
 
-    @admin.action(description="Apply the predicted category to selected products")
+    @admin.action(description=_("Apply the predicted category to selected products"))
     def apply_suggestions(self, request: HttpRequest, queryset: QuerySet) -> None:
         from imgrec_app.services import classifier
 
@@ -271,12 +286,15 @@ class CategoryPredictionAdmin(admin.ModelAdmin):
             raise PermissionDenied
         applied = sum(classifier.apply_suggestion(p) for p in queryset)
         if applied:
-            self.message_user(request, f"Applied {applied} suggestion(s).", messages.SUCCESS)
+            message = ngettext("Applied %(n)d suggestion.", "Applied %(n)d suggestions.", applied) % {"n": applied}
+            self.message_user(request, message, messages.SUCCESS)
         else:
             self.message_user(
                 request,
-                "Nothing applied: categories can be applied only when IMGREC['PRODUCT_CATEGORY'] "
-                "names a field of the product model.",
+                gettext(
+                    "Nothing applied: categories can be applied only when IMGREC['PRODUCT_CATEGORY'] "
+                    "names a field of the product model."
+                ),
                 messages.WARNING,
             )
 

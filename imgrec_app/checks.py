@@ -53,9 +53,7 @@ def _check_foryou_weights() -> list[CheckMessage]:
     if not isinstance(value, dict):
         return [Error(f"{SETTING_NAME}['FORYOU_WEIGHTS'] must be a dict.", hint=hint, id="imgrec_app.E045")]
     bad = [
-        k
-        for k, v in value.items()
-        if k not in known or isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
+        k for k, v in value.items() if k not in known or isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
     ]
     if bad:
         return [
@@ -476,8 +474,7 @@ def check_broker(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     if state == broker.UNREACHABLE:
         return [
             Warning(
-                "The Celery broker does not answer: uploads stay pending until it does (the sweeper "
-                "queues them then).",
+                "The Celery broker does not answer: uploads stay pending until it does (the sweeper queues them then).",
                 hint="Start it, or fix CELERY_BROKER_URL.",
                 id="imgrec_app.W031",
             )

@@ -115,6 +115,9 @@ DEFAULTS: dict[str, Any] = {
     # its own index per model; vectors above 2,000 dimensions are always halfvec).  The table
     # keeps float32 vectors; switching builds the other index (``imgrec_reindex`` / next write).
     "VECTOR_STORAGE": "vector",
+    # Static path of the stylesheet the shelf tags link once per page (a responsive row of cards);
+    # None leaves it out (style the ``imgrec-shelf*`` classes yourself).
+    "SHELF_STYLESHEET": "imgrec_app/shelf.css",
     # pgvector: hnsw.ef_search floor and hnsw.max_scan_tuples for filtered (iterative) scans.
     "HNSW_EF_SEARCH": 100,
     "HNSW_MAX_SCAN_TUPLES": 50_000,

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from django import forms
 from django.db import models
 from django.db.models.fields.files import ImageFieldFile
+from django.utils.translation import gettext_lazy as _
 
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.ml.preprocess import ImageError, inspect_image
@@ -23,7 +24,7 @@ from imgrec_app.validators import validate_product_image
 class ProductImageFormField(forms.FileField):
     """A file field that accepts only images passing :func:`validate_product_image`."""
 
-    default_error_messages: ClassVar[dict[str, str]] = {"invalid_image": "Upload a valid image."}
+    default_error_messages: ClassVar[dict[str, Any]] = {"invalid_image": _("Upload a valid image.")}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("widget", forms.ClearableFileInput(attrs={"accept": "image/*"}))
@@ -34,8 +35,8 @@ class ProductImageFormField(forms.FileField):
         if f is None:
             return None
         info = validate_product_image(f)
-        f.image_info = info
-        f.content_type = f"image/{info.format.lower()}"
+        f.image_info = info  # type: ignore[attr-defined]  # read by the model field's pre_save
+        f.content_type = f"image/{info.format.lower()}"  # type: ignore[attr-defined]
         return f
 
 

@@ -180,7 +180,7 @@ class ImageSource:
         """Primary key (as text) of the product an instance of the source belongs to."""
         if self.product in ("", "self"):
             return product_key(instance)
-        attname = self.model._meta.get_field(self.product).attname
+        attname = self.model._meta.get_field(self.product).attname  # type: ignore[union-attr]  # a concrete field
         value = getattr(instance, attname, None)
         return None if value is None else str(value)
 

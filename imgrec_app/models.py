@@ -36,7 +36,9 @@ def product_image_upload_to(instance: ProductImage, filename: str) -> str:
 class ProductImage(models.Model):
     """A product photo uploaded through imgrec (admin or API); attaches to any host product."""
 
-    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    content_type = models.ForeignKey(
+        ContentType, on_delete=models.CASCADE, related_name="+", verbose_name=_("product type")
+    )
     object_id = models.CharField(_("product id"), max_length=64)
     product = GenericForeignKey("content_type", "object_id")
     image = ProductImageField(
@@ -45,17 +47,20 @@ class ProductImage(models.Model):
         height_field="height",
         max_length=255,
         validators=[validate_product_image],
+        verbose_name=_("image"),
     )
-    width = models.PositiveIntegerField(null=True, editable=False)
-    height = models.PositiveIntegerField(null=True, editable=False)
-    file_hash = models.CharField(max_length=64, blank=True, editable=False, db_index=True)
-    alt_text = models.CharField(max_length=255, blank=True)
-    position = models.PositiveIntegerField(default=0)
-    is_primary = models.BooleanField(default=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    width = models.PositiveIntegerField(null=True, editable=False, verbose_name=_("width"))
+    height = models.PositiveIntegerField(null=True, editable=False, verbose_name=_("height"))
+    file_hash = models.CharField(max_length=64, blank=True, editable=False, db_index=True, verbose_name=_("file hash"))
+    alt_text = models.CharField(max_length=255, blank=True, verbose_name=_("alternative text"))
+    position = models.PositiveIntegerField(default=0, verbose_name=_("position"))
+    is_primary = models.BooleanField(default=False, verbose_name=_("primary image"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
     class Meta:
+        verbose_name = _("product image")
+        verbose_name_plural = _("product images")
         ordering = ["content_type", "object_id", "position", "pk"]
         indexes = [
             models.Index(fields=["content_type", "object_id"], name="imgrec_productimage_product"),
@@ -96,41 +101,52 @@ class IndexedImage(models.Model):
 
     # Which model and field the file comes from ("imgrec_app.productimage.image", ...) and the
     # row's primary key there.
-    source = models.CharField(max_length=150)
-    source_id = models.CharField(max_length=64)
-    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    source = models.CharField(max_length=150, verbose_name=_("source"))
+    source_id = models.CharField(max_length=64, verbose_name=_("source id"))
+    content_type = models.ForeignKey(
+        ContentType, on_delete=models.CASCADE, related_name="+", verbose_name=_("product type")
+    )
     object_id = models.CharField(_("product id"), max_length=64)
     product = GenericForeignKey("content_type", "object_id")
-    file_name = models.CharField(max_length=500)
+    file_name = models.CharField(max_length=500, verbose_name=_("file name"))
     # Bumped whenever the file changes; a task only writes results for the revision it read.
-    revision = models.PositiveIntegerField(default=1)
-    file_hash = models.CharField(max_length=64, blank=True)
-    width = models.PositiveIntegerField(null=True, blank=True)
-    height = models.PositiveIntegerField(null=True, blank=True)
-    is_primary = models.BooleanField(default=False)
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    revision = models.PositiveIntegerField(default=1, verbose_name=_("revision"))
+    file_hash = models.CharField(max_length=64, blank=True, verbose_name=_("file hash"))
+    width = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("width"))
+    height = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("height"))
+    is_primary = models.BooleanField(default=False, verbose_name=_("primary image"))
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING, verbose_name=_("status"))
     # The model the status refers to (the configured backbone when the work was queued).
-    model_id = models.CharField(max_length=200, blank=True)
-    failure_reason = models.CharField(max_length=40, blank=True)
-    failure_detail = models.TextField(blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    run = models.ForeignKey("ReindexRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="images")
-    queued_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
+    model_id = models.CharField(max_length=200, blank=True, verbose_name=_("model id"))
+    failure_reason = models.CharField(max_length=40, blank=True, verbose_name=_("failure reason"))
+    failure_detail = models.TextField(blank=True, verbose_name=_("failure detail"))
+    attempts = models.PositiveSmallIntegerField(default=0, verbose_name=_("attempts"))
+    run = models.ForeignKey(
+        "ReindexRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="images",
+        verbose_name=_("re-index run"),
+    )
+    queued_at = models.DateTimeField(null=True, blank=True, verbose_name=_("queued at"))
+    started_at = models.DateTimeField(null=True, blank=True, verbose_name=_("started at"))
     # The claim a worker holds on this row while it is ``processing``: a random key the worker
     # holds a session-level Postgres advisory lock on until it is done.  When the worker dies,
     # Postgres drops the lock, so a claim whose lock nobody holds is dead (issue 13 §3.1).
-    claim_token = models.BigIntegerField(null=True, blank=True, editable=False)
+    claim_token = models.BigIntegerField(null=True, blank=True, editable=False, verbose_name=_("claim token"))
     # When publishing this pending image's task last failed (broker down); the sweeper publishes
     # it again after ``REPUBLISH_AFTER`` seconds instead of ``STUCK_AFTER``.
-    publish_failed_at = models.DateTimeField(null=True, blank=True, editable=False)
-    indexed_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    publish_failed_at = models.DateTimeField(null=True, blank=True, editable=False, verbose_name=_("publish failed at"))
+    indexed_at = models.DateTimeField(null=True, blank=True, verbose_name=_("indexed at"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
     objects = IndexedImageQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("indexed image")
+        verbose_name_plural = _("indexed images")
         ordering = ["pk"]
         permissions = [("reindex", "Can start a re-index")]
         indexes = [
@@ -148,17 +164,21 @@ class IndexedImage(models.Model):
 class ImageEmbedding(models.Model):
     """A vector of one image made by one model (``model_id`` names backbone, weights, preprocessing)."""
 
-    image = models.ForeignKey(IndexedImage, on_delete=models.CASCADE, related_name="embeddings")
-    model_id = models.CharField(max_length=200)
+    image = models.ForeignKey(
+        IndexedImage, on_delete=models.CASCADE, related_name="embeddings", verbose_name=_("image")
+    )
+    model_id = models.CharField(max_length=200, verbose_name=_("model id"))
     # Unsized on purpose: several models (of different sizes) live side by side during a switch.
     # Indexes are per model: partial expression indexes cast to the model's dimension.
-    vector = VectorField()
-    file_hash = models.CharField(max_length=64)
+    vector = VectorField(verbose_name=_("vector"))
+    file_hash = models.CharField(max_length=64, verbose_name=_("file hash"))
     # Generic labels from the backbone's classifier head: [{"label": ..., "score": ...}, ...].
-    labels = models.JSONField(default=list, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    labels = models.JSONField(default=list, blank=True, verbose_name=_("labels"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
 
     class Meta:
+        verbose_name = _("image embedding")
+        verbose_name_plural = _("image embeddings")
         constraints = [
             models.UniqueConstraint(fields=["image", "model_id"], name="imgrec_imageembedding_image_model_unique"),
         ]
@@ -175,22 +195,28 @@ class ProductVector(models.Model):
         IMAGE = "image", _("Image")
         TEXT = "text", _("Text")
 
-    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    content_type = models.ForeignKey(
+        ContentType, on_delete=models.CASCADE, related_name="+", verbose_name=_("product type")
+    )
     object_id = models.CharField(_("product id"), max_length=64)
     product = GenericForeignKey("content_type", "object_id")
-    modality = models.CharField(max_length=8, choices=Modality.choices, default=Modality.IMAGE)
-    model_id = models.CharField(max_length=200)
-    vector = VectorField()
-    source_count = models.PositiveIntegerField(default=1)
+    modality = models.CharField(
+        max_length=8, choices=Modality.choices, default=Modality.IMAGE, verbose_name=_("modality")
+    )
+    model_id = models.CharField(max_length=200, verbose_name=_("model id"))
+    vector = VectorField(verbose_name=_("vector"))
+    source_count = models.PositiveIntegerField(default=1, verbose_name=_("source count"))
     # Hash of what the vector was made from (text vectors: the product text), to skip no-op work.
-    source_hash = models.CharField(max_length=64, blank=True)
+    source_hash = models.CharField(max_length=64, blank=True, verbose_name=_("source hash"))
     # Generic labels averaged over the product's images (image modality only).
-    labels = models.JSONField(default=list, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    labels = models.JSONField(default=list, blank=True, verbose_name=_("labels"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
     objects = ProductVectorQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("product vector")
+        verbose_name_plural = _("product vectors")
         constraints = [
             models.UniqueConstraint(
                 fields=["content_type", "object_id", "model_id"],
@@ -223,10 +249,14 @@ class PendingText(models.Model):
 class ServingModel(models.Model):
     """Which model's vectors answer queries, per modality; switched when a backfill completes."""
 
-    modality = models.CharField(max_length=8, unique=True)
-    model_id = models.CharField(max_length=200)
-    dimensions = models.PositiveIntegerField()
-    switched_at = models.DateTimeField(auto_now=True)
+    modality = models.CharField(max_length=8, unique=True, verbose_name=_("modality"))
+    model_id = models.CharField(max_length=200, verbose_name=_("model id"))
+    dimensions = models.PositiveIntegerField(verbose_name=_("dimensions"))
+    switched_at = models.DateTimeField(auto_now=True, verbose_name=_("switched at"))
+
+    class Meta:
+        verbose_name = _("serving model")
+        verbose_name_plural = _("serving models")
 
     def __str__(self) -> str:
         return f"{self.modality}: {self.model_id}"
@@ -235,16 +265,23 @@ class ServingModel(models.Model):
 class ReindexRun(models.Model):
     """A re-index started from the admin, the API or ``imgrec_reindex``; progress is read from it."""
 
-    scope = models.CharField(max_length=20)
-    model_id = models.CharField(max_length=200)
-    total = models.PositiveIntegerField(default=0)
+    scope = models.CharField(max_length=20, verbose_name=_("scope"))
+    model_id = models.CharField(max_length=200, verbose_name=_("model id"))
+    total = models.PositiveIntegerField(default=0, verbose_name=_("total"))
     requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("requested by"),
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    finished_at = models.DateTimeField(null=True, blank=True, verbose_name=_("finished at"))
 
     class Meta:
+        verbose_name = _("re-index run")
+        verbose_name_plural = _("re-index runs")
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
@@ -254,20 +291,22 @@ class ReindexRun(models.Model):
 class CategoryClassifier(models.Model):
     """A linear classifier of shop categories trained on product vectors of one model."""
 
-    model_id = models.CharField(max_length=200)
+    model_id = models.CharField(max_length=200, verbose_name=_("model id"))
     # The text model whose vectors were appended to the image vectors ("": image vectors only).
-    text_model_id = models.CharField(max_length=200, blank=True, default="")
-    categories = models.JSONField()
+    text_model_id = models.CharField(max_length=200, blank=True, default="", verbose_name=_("text model id"))
+    categories = models.JSONField(verbose_name=_("categories"))
     # Weights of the linear head: coef (n_classes × dim) and intercept (n_classes), as lists.
-    coef = models.JSONField()
-    intercept = models.JSONField()
-    cv_accuracy = models.FloatField(null=True, blank=True)
-    baseline_accuracy = models.FloatField(null=True, blank=True)
-    sample_count = models.PositiveIntegerField(default=0)
-    is_active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    coef = models.JSONField(verbose_name=_("coefficients"))
+    intercept = models.JSONField(verbose_name=_("intercept"))
+    cv_accuracy = models.FloatField(null=True, blank=True, verbose_name=_("cross-validated accuracy"))
+    baseline_accuracy = models.FloatField(null=True, blank=True, verbose_name=_("baseline accuracy"))
+    sample_count = models.PositiveIntegerField(default=0, verbose_name=_("sample count"))
+    is_active = models.BooleanField(default=True, verbose_name=_("active"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
 
     class Meta:
+        verbose_name = _("category classifier")
+        verbose_name_plural = _("category classifiers")
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
@@ -277,16 +316,22 @@ class CategoryClassifier(models.Model):
 class CategoryPrediction(models.Model):
     """The shop category a classifier predicts for a product, next to the one assigned to it."""
 
-    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    content_type = models.ForeignKey(
+        ContentType, on_delete=models.CASCADE, related_name="+", verbose_name=_("product type")
+    )
     object_id = models.CharField(_("product id"), max_length=64)
     product = GenericForeignKey("content_type", "object_id")
-    classifier = models.ForeignKey(CategoryClassifier, on_delete=models.CASCADE, related_name="predictions")
-    category = models.CharField(max_length=200)
-    confidence = models.FloatField()
-    assigned_category = models.CharField(max_length=200, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    classifier = models.ForeignKey(
+        CategoryClassifier, on_delete=models.CASCADE, related_name="predictions", verbose_name=_("classifier")
+    )
+    category = models.CharField(max_length=200, verbose_name=_("category"))
+    confidence = models.FloatField(verbose_name=_("confidence"))
+    assigned_category = models.CharField(max_length=200, blank=True, verbose_name=_("assigned category"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
 
     class Meta:
+        verbose_name = _("category prediction")
+        verbose_name_plural = _("category predictions")
         constraints = [
             models.UniqueConstraint(
                 fields=["content_type", "object_id"], name="imgrec_categoryprediction_product_unique"
@@ -313,17 +358,26 @@ class Interaction(models.Model):
         CART = "cart", _("Added to cart")
         PURCHASE = "purchase", _("Purchased")
 
-    visitor_id = models.UUIDField(null=True, blank=True)
+    visitor_id = models.UUIDField(null=True, blank=True, verbose_name=_("visitor id"))
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("user"),
     )
-    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    content_type = models.ForeignKey(
+        ContentType, on_delete=models.CASCADE, related_name="+", verbose_name=_("product type")
+    )
     object_id = models.CharField(_("product id"), max_length=64)
     product = GenericForeignKey("content_type", "object_id")
-    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.VIEW)
-    created_at = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.VIEW, verbose_name=_("kind"))
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
 
     class Meta:
+        verbose_name = _("interaction")
+        verbose_name_plural = _("interactions")
         ordering = ["-created_at", "-pk"]
         indexes = [
             models.Index(fields=["user", "-created_at"], name="imgrec_interaction_user"),
@@ -349,13 +403,17 @@ class CoView(models.Model):
     pair so a product's neighbours are one indexed lookup.
     """
 
-    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
-    object_id = models.CharField(max_length=64)
-    other_id = models.CharField(max_length=64)
-    visitors = models.PositiveIntegerField()
-    updated_at = models.DateTimeField(auto_now=True)
+    content_type = models.ForeignKey(
+        ContentType, on_delete=models.CASCADE, related_name="+", verbose_name=_("product type")
+    )
+    object_id = models.CharField(max_length=64, verbose_name=_("product id"))
+    other_id = models.CharField(max_length=64, verbose_name=_("other product id"))
+    visitors = models.PositiveIntegerField(verbose_name=_("visitors"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
     class Meta:
+        verbose_name = _("viewed-together pair")
+        verbose_name_plural = _("viewed-together pairs")
         constraints = [
             models.UniqueConstraint(fields=["content_type", "object_id", "other_id"], name="imgrec_coview_pair_unique"),
         ]

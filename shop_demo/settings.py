@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 from pathlib import Path
 
 from imgrec_app.contrib.embedded_db import database_config
@@ -35,6 +36,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Strict CSP (no inline scripts or styles): imgrec's templates are written for it.
+    "shop_demo.csp.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "shop_demo.urls"
@@ -116,7 +119,7 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- imgrec ---------------------------------------------------------------------------------------
-IMGREC = {
+IMGREC: dict[str, Any] = {
     "PRODUCT_MODEL": "catalog.Product",
     "RECOMMENDABLE_PRODUCTS": "shop_demo.catalog.rules.recommendable_products",
     "VISIBLE_PRODUCTS": "shop_demo.catalog.rules.visible_products",

@@ -46,6 +46,8 @@ def start_chromium(browser: str, driver: str, *, width: int = 1280, height: int 
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--window-size={width},{height}")
+    # Keep the console (CSP violations are logged there as SEVERE "Refused to ..." messages).
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     session = webdriver.Chrome(service=Service(executable_path=driver), options=options)
     session.set_page_load_timeout(60)
     return session
@@ -115,3 +117,49 @@ def save_screenshot(browser: Any, name: str) -> Path | None:
     browser.save_screenshot(str(target))
     browser.set_window_size(before["width"], before["height"])
     return target
+
+
+class ConsoleWatch:
+    """Collects the browser console across page loads (chromedriver hands each message out once)
+    and picks out Content-Security-Policy violations."""
+
+    def __init__(self, browser: Any) -> None:
+        self.browser = browser
+        self.messages: list[dict[str, Any]] = []
+
+    def read(self) -> list[dict[str, Any]]:
+        fresh = self.browser.get_log("browser")
+        self.messages.extend(fresh)
+        return fresh
+
+    def csp_violations(self) -> list[str]:
+        self.read()
+        return [m["message"] for m in self.messages if "Content Security Policy" in m["message"]]
+
+    def forget(self) -> None:
+        self.read()
+        self.messages.clear()
+
+
+def provoke_csp_violation(browser: Any) -> None:
+    """Set an inline style attribute, which a policy without 'unsafe-inline' styles refuses (and
+    logs): proves that the page is under the policy and that violations reach the console."""
+    browser.execute_script("document.body.setAttribute('style', 'outline: 1px solid red')")
+
+
+_ROW = """
+const items = Array.from(document.querySelectorAll(arguments[0]));
+const list = items.length ? items[0].parentElement : null;
+return {
+  boxes: items.map(li => { const r = li.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; }),
+  images: items.map(li => { const img = li.querySelector('img'); if (!img) return null;
+    const r = img.getBoundingClientRect(); return [getComputedStyle(img).objectFit, r.width, r.height,
+    img.naturalWidth, img.naturalHeight]; }),
+  scroll: list ? [list.scrollWidth, list.clientWidth] : null,
+};
+"""
+
+
+def shelf_layout(browser: Any, item_selector: str) -> dict[str, Any]:
+    """Positions of a shelf's cards and its images' fit (for "one row, images undistorted")."""
+    return browser.execute_script(_ROW, item_selector)

@@ -201,3 +201,34 @@ def _fresh_shelf_cache() -> Iterator[None]:
         cache.clear()
     forget_serving_models()
     yield
+
+
+# --- which tests need torch (deselected by scripts/ci-torch-free with -m "not torch") ------------
+
+# Whole modules: model inference, the embedding pipeline and worker, training (scikit-learn).
+_TORCH_MODULES = {
+    "test_ml_encoder",
+    "test_pipeline",
+    "test_end_to_end",
+    "test_browser",
+    "test_reliability_faults",
+    "test_evaluation",
+}
+# Single tests elsewhere that embed (search by photo, --sync re-index) or train a classifier.
+_TORCH_TESTS = {
+    "test_search_by_photo_finds_the_product_and_stores_nothing",
+    "test_retrain_and_apply_a_suggestion",
+    "test_unusual_but_valid_images_are_accepted_and_embedded_like_the_picture",
+    "test_truncated_jpeg_uploaded_through_the_api_fails_once_in_the_worker",
+}
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if (
+            module in _TORCH_MODULES
+            or item.originalname in _TORCH_TESTS
+            or item.get_closest_marker("worker") is not None
+        ):
+            item.add_marker(pytest.mark.torch)

@@ -1,6 +1,7 @@
 """Test settings: the demo shop's, with an isolated Redis database, queues and media folder."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("IMGREC_VAR_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), "var", "test"))
 
@@ -9,7 +10,7 @@ from shop_demo.settings import IMGREC, REDIS_URL  # noqa: E402
 
 CELERY_BROKER_URL = os.environ.get("IMGREC_TEST_REDIS_URL", REDIS_URL.rsplit("/", 1)[0] + "/15")
 # One media folder per var dir (not per process), so separate commands see the same files.
-MEDIA_ROOT = os.path.join(os.environ["IMGREC_VAR_DIR"], "media")
+MEDIA_ROOT = Path(os.environ["IMGREC_VAR_DIR"]) / "media"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 IMGREC = {**IMGREC, "QUEUES": {"embed": "imgrec.test.embed", "light": "imgrec.test.light"}, "TORCH_THREADS": 2}
 # The tests keep a per-process cache (tests clear it, and clearing a Redis cache would flush the

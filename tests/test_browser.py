@@ -22,11 +22,14 @@ from typing import Any
 import pytest
 
 from tests.browser_support import (
+    ConsoleWatch,
     find_chromium,
     horizontal_overflow,
     loaded_images,
     path_of,
+    provoke_csp_violation,
     save_screenshot,
+    shelf_layout,
     start_chromium,
     wait_until,
 )
@@ -122,12 +125,42 @@ def _assert_images_loaded(browser: Any, selector: str) -> None:
     assert not broken, f"broken images: {broken}"
 
 
+def _assert_one_row_of_cards(browser: Any, kind: str, count: int) -> None:
+    """imgrec's default stylesheet, linked once: the shelf's cards side by side on one row at a
+    desktop width (no scrolling needed), images fitted into square boxes, not stretched."""
+    links = browser.find_elements(BY_CSS, 'link[rel=stylesheet][href$="imgrec_app/shelf.css"]')
+    assert len(links) == 1, [link.get_attribute("href") for link in links]
+    layout = shelf_layout(browser, f".imgrec-shelf--{kind} .imgrec-shelf__item")
+    boxes = layout["boxes"]
+    assert len(boxes) == count, layout
+    tops = {round(top) for _, top, _, _ in boxes}
+    assert len(tops) == 1, f"the cards are not on one row: {boxes}"
+    for (left, _, width, _), (next_left, _, _, _) in zip(boxes, boxes[1:]):
+        assert next_left >= left + width, f"cards overlap or are out of order: {boxes}"
+    assert 120 <= boxes[0][2] <= 220, f"card width {boxes[0][2]} px"
+    scroll_width, client_width = layout["scroll"]
+    assert scroll_width <= client_width, "the row should fit a desktop-wide page without scrolling"
+    for fit, width, height, natural_w, natural_h in layout["images"]:
+        assert fit == "contain" and abs(width - height) <= 1, layout["images"]
+        assert natural_w and natural_h  # loaded; contain keeps their own proportions in the box
+
+
 def _wait_loaded(browser: Any, path: str) -> None:
     wait_until(lambda: path_of(browser.current_url) == path, what=f"the page {path}")
     wait_until(
         lambda: browser.execute_script("return document.readyState") == "complete",
         what=f"{path} to finish loading",
     )
+
+
+def _wait_lazy_shelves(browser: Any) -> None:
+    """Lazy shelves (``imgrec_lazy_shelf``) are filled by imgrec's static script after the load."""
+    script = "return Array.from(document.querySelectorAll('.imgrec-lazy')).map(e => e.dataset.imgrecState || '')"
+    states = wait_until(
+        lambda: (lambda s: s if s and all(x in ("loaded", "failed") for x in s) else None)(browser.execute_script(script)),
+        what="the lazy shelves to load",
+    )
+    assert set(states) == {"loaded"}, states
 
 
 def _open(browser: Any, url: str) -> None:
@@ -159,6 +192,7 @@ def _browse_fruit(browser: Any, base: str, catalogue: dict[str, str]) -> list[st
     similar = _shelf(browser, "similar")
     assert len(similar) == 8, similar
     _assert_images_loaded(browser, ".imgrec-shelf--similar img")
+    _assert_one_row_of_cards(browser, "similar", 8)
     assert first.slug not in {i["slug"] for i in similar}
     assert catalogue[similar[0]["slug"]] == FOCUS, similar
     assert _share(similar, catalogue, FOCUS) >= 0.75, similar
@@ -201,6 +235,7 @@ def _log_in_and_check_merge(
     user = get_user_model().objects.create_user("carol", password=PASSWORD)
     submit = "main form button[type=submit]"
     _log_in(browser, base + "/accounts/login/?next=/", "carol", submit, "/")
+    _wait_lazy_shelves(browser)
     assert browser.find_element(BY_CSS, ".who").text == "Hi, carol"
     assert Interaction.objects.filter(user=user, kind="view").count() == VIEWED
     assert not Interaction.objects.filter(user__isnull=True).exists()
@@ -256,10 +291,17 @@ def _admin_status(browser: Any, base: str) -> None:
 
 
 def test_shop_in_a_browser(browser: Any, live_server: Any, catalogue: dict[str, str]) -> None:
+    """The whole story runs under the demo's strict Content-Security-Policy (shop_demo/csp.py: no
+    inline scripts or styles); the browser must not report a single violation."""
     base = live_server.url
+    console = ConsoleWatch(browser)
 
     # A new visitor: the shop's listing; the for-you shelf is only a labelled fallback.
     _open(browser, base + "/")
+    _wait_lazy_shelves(browser)
+    provoke_csp_violation(browser)  # the policy is on, and its violations reach the console
+    wait_until(console.csp_violations, what="the provoked CSP violation in the console")
+    console.forget()
     assert len(browser.find_elements(BY_CSS, ".grid .card")) == 24  # first page of the listing
     fallback = _shelf(browser, "for_you")
     assert fallback and not [i for i in fallback if i["reason"].startswith(BECAUSE)], fallback
@@ -272,3 +314,4 @@ def test_shop_in_a_browser(browser: Any, live_server: Any, catalogue: dict[str, 
     save_screenshot(browser, "search-results.png")
     _admin_status(browser, base)
     save_screenshot(browser, "admin-status.png")
+    assert console.csp_violations() == []

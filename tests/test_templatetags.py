@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from django.db import connection
 from django.template import Context, Template
 from django.test.utils import CaptureQueriesContext
 
+import imgrec_app
 from tests.test_recommend import _request, catalogue  # noqa: F401
 
 pytestmark = pytest.mark.django_db
@@ -18,8 +22,85 @@ def _render(src: str, **ctx) -> str:
 
 def test_similar_tag_puts_items_in_context(catalogue):  # noqa: F811
     products, _ = catalogue
-    out = _render("{% similar_products product limit=4 as items %}{% for i in items %}[{{ i.product.name }}|{{ i.reason }}]{% endfor %}", product=products[0], request=_request())
+    out = _render("{% imgrec_similar_products product limit=4 as items %}{% for i in items %}[{{ i.product.name }}|{{ i.reason }}]{% endfor %}", product=products[0], request=_request())
     assert out.count("[") == 4 and "Looks similar" in out
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "args"),
+    [("similar_products", "imgrec_similar_products", "product limit=3"), ("recommended_for_you", "imgrec_recommended_for_you", "limit=3")],
+)
+def test_unprefixed_tag_names_still_work_but_are_deprecated(catalogue, old, new, args):  # noqa: F811
+    products, _ = catalogue
+    src = "{% TAG " + args + " as items %}{% for i in items %}[{{ i.product.pk }}]{% endfor %}"
+    with pytest.warns(DeprecationWarning, match=f"{{% {old} %}} is deprecated; use {{% {new} %}}"):
+        legacy = _render(src.replace("TAG", old), product=products[0], request=_request())
+    current = _render(src.replace("TAG", new), product=products[0], request=_request())
+    assert legacy == current and legacy.count("[") == 3
+
+
+def test_shelves_link_the_default_stylesheet_once_per_page(catalogue, settings):  # noqa: F811
+    products, _ = catalogue
+    page = "{% imgrec_similar_shelf product limit=3 %}{% imgrec_similar_shelf product limit=2 %}"
+    html = _render(page, product=products[0], request=_request())
+    assert html.count('<link rel="stylesheet" href="/static/imgrec_app/shelf.css">') == 1
+    assert html.index("<link") < html.index("<section")
+    # {% imgrec_stylesheet %} in <head> links it there instead, and the shelves do not repeat it
+    html = _render("<head>{% imgrec_stylesheet %}</head>" + page, product=products[0], request=_request())
+    assert html.count("imgrec_app/shelf.css") == 1 and html.startswith('<head><link rel="stylesheet"')
+    settings.IMGREC = {**settings.IMGREC, "SHELF_STYLESHEET": None}
+    html = _render("{% imgrec_stylesheet %}" + page, product=products[0], request=_request())
+    assert "<link" not in html and html.count('class="imgrec-shelf__item"') == 5
+
+
+def test_shelf_images_are_not_forced_to_a_size():
+    from django.template.loader import render_to_string
+
+    entries = [{"item": None, "product": f"P{i}", "url": f"/p/{i}/", "image_url": f"/m/{i}.png"} for i in range(3)]
+    html = render_to_string("imgrec_app/shelf.html", {"kind": "similar", "title": "T", "entries": entries})
+    assert html.count('<img src="/m/') == 3
+    assert "width=" not in html and "height=" not in html  # the stylesheet sizes them, keeping proportions
+
+
+_INLINE = [
+    (re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.I), "inline <script>"),
+    (re.compile(r"<style\b", re.I), "<style> element"),
+    (re.compile(r"\sstyle=", re.I), "style= attribute"),
+    (re.compile(r"\son[a-z]+=", re.I), "event-handler attribute"),
+    (re.compile(r"javascript:", re.I), "javascript: URL"),
+]
+TEMPLATES = Path(imgrec_app.__file__).resolve().parent / "templates"  # the installed app (the wheel, in CI)
+# The evaluation report is a self-contained HTML file written to disk (never served by the shop):
+# its styles and plots are inline so that it opens anywhere.
+STANDALONE = {"imgrec_app/evaluation_report.html"}
+
+
+def test_templates_have_nothing_inline_that_a_strict_csp_refuses():
+    served = [p for p in TEMPLATES.rglob("*.html") if p.relative_to(TEMPLATES).as_posix() not in STANDALONE]
+    assert len(served) >= 5
+    found = [
+        f"{p.relative_to(TEMPLATES)}: {what}: {m.group(0)!r}"
+        for p in served
+        for pattern, what in _INLINE
+        for m in pattern.finditer(p.read_text())
+    ]
+    assert not found, found
+
+
+def test_the_static_files_the_templates_name_exist():
+    from django.contrib.staticfiles import finders
+
+    names = set()
+    for p in TEMPLATES.rglob("*.html"):
+        names.update(re.findall(r"{% static '([^']+)' %}", p.read_text()))
+    assert {"imgrec_app/lazy-shelf.js", "imgrec_app/admin-status.js", "imgrec_app/admin.css"} <= names
+    for name in names | {"imgrec_app/shelf.css"}:
+        assert finders.find(name), name
+
+
+def test_demo_sends_a_strict_content_security_policy(client):
+    csp = client.get("/")["Content-Security-Policy"]
+    assert "script-src 'self';" in csp and "style-src 'self';" in csp and "unsafe-inline" not in csp
 
 
 def test_shelf_costs_a_bounded_number_of_queries(catalogue):  # noqa: F811

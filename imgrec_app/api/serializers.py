@@ -13,7 +13,7 @@ class RecommendationSerializer(serializers.Serializer):
     product_id = serializers.CharField(read_only=True)
     score = serializers.FloatField(read_only=True)
     reason = serializers.CharField(read_only=True)
-    source = serializers.CharField(read_only=True, help_text="similar:image, for_you:interest, fallback:trending, ...")
+    source = serializers.CharField(read_only=True, help_text="similar:image, for_you:interest, fallback:trending, ...")  # type: ignore[assignment]
     because_of = serializers.ListField(child=serializers.CharField(), read_only=True)
     name = serializers.CharField(read_only=True)
     url = serializers.CharField(read_only=True, allow_null=True)

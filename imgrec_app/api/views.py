@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.utils.cache import patch_cache_control, patch_vary_headers
@@ -65,7 +66,7 @@ def _product(product_id: str) -> Any:
     try:
         pk = model._meta.pk.to_python(product_id)
         return model._default_manager.get(pk=pk)
-    except (model.DoesNotExist, DjangoValidationError, ValueError, TypeError):
+    except (ObjectDoesNotExist, DjangoValidationError, ValueError, TypeError):
         raise Http404("No such product.") from None
 
 
@@ -78,6 +79,8 @@ def _shelf_response(request: Request, items_for: Any, limit: int) -> Response:
     patch_vary_headers(response, ["Cookie"])
     patch_cache_control(response, private=True, no_cache=True)
     return response
+
+
 def _visible_product(product_id: Any) -> Any:
     """A product the visitor may see; a hidden one is a 404 exactly like a missing one."""
     try:
@@ -349,6 +352,8 @@ class PauseView(PrivateResponseMixin, CsrfForAllMixin, APIView):
         self.enforce_csrf(request)
         controls.resume(request._request)
         return _controls_state(request)
+
+
 # drf-spectacular's AutoSchema on every view of this module, whatever the host's
 # REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] (imgrec_app/api/schema.py).
 _VIEWS = [v for v in list(globals().values()) if isinstance(v, type) and issubclass(v, APIView)]

@@ -32,7 +32,7 @@ def database_config(
     if url:
         import dj_database_url
 
-        return dj_database_url.parse(url, conn_max_age=conn_max_age)
+        return dict(dj_database_url.parse(url, conn_max_age=conn_max_age))
     info = start_embedded(data_dir, keep_running=keep_running)
     return {
         "ENGINE": "django.db.backends.postgresql",

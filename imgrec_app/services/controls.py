@@ -157,7 +157,7 @@ def apply(request: HttpRequest | None, items: list[Any]) -> list[Any]:
 
 
 def for_you(request: HttpRequest, *, limit: int = 8, product: Any = None) -> list[Any]:
-    """"Recommended for you" with the visitor's controls: trending while paused, dismissed left out.
+    """ "Recommended for you" with the visitor's controls: trending while paused, dismissed left out.
 
     ``product``: the product page it is shown on (the product and its similar shelf left out).
     """

@@ -103,7 +103,9 @@ def weighted_history(request: HttpRequest, *, recency: float) -> list[tuple[str,
     their age (a visitor's current intent).
     """
     rows = list(
-        history.visible_history(request).values_list("object_id", "kind", "created_at")[: imgrec_settings.HISTORY_LENGTH]
+        history.visible_history(request).values_list("object_id", "kind", "created_at")[
+            : imgrec_settings.HISTORY_LENGTH
+        ]
     )
     now = timezone.now()
     half_life = float(imgrec_settings.HISTORY_HALF_LIFE_DAYS) * 86400.0
@@ -285,7 +287,9 @@ def find_interests(profile: Profile) -> list[Interest]:
         member_ids = [ids[m] for m in members]
         centroids = {}
         for modality, _, _ in profile.models:
-            vecs = [profile.vectors[modality][i] * profile.weights[i] for i in member_ids if i in profile.vectors[modality]]
+            vecs = [
+                profile.vectors[modality][i] * profile.weights[i] for i in member_ids if i in profile.vectors[modality]
+            ]
             if vecs:
                 c = np.sum(vecs, axis=0)
                 centroids[modality] = c / (np.linalg.norm(c) or 1.0)
@@ -484,7 +488,9 @@ def diversify(
     """
     threshold = float(imgrec_settings.NEAR_DUPLICATE_SIMILARITY)
     n_groups = max(1, len(interests))
-    rankings = [sorted(ranked, key=lambda s, g=g: (-s.scores[min(g, len(s.scores) - 1)], s.product_id)) for g in range(n_groups)]
+    rankings = [
+        sorted(ranked, key=lambda s, g=g: (-s.scores[min(g, len(s.scores) - 1)], s.product_id)) for g in range(n_groups)
+    ]
     shares = [max(1, math.ceil(limit * i.share)) for i in interests] or [limit]
     cursors = [0] * n_groups
     chosen: list[Scored] = []

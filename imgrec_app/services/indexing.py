@@ -85,7 +85,8 @@ def track_image(source: ImageSource, instance: models.Model) -> IndexedImage | N
         if created:
             changed = True
         else:
-            changed = image.file_name != file.name or (file_hash and image.file_hash and file_hash != image.file_hash)
+            new_hash = bool(file_hash and image.file_hash and file_hash != image.file_hash)
+            changed = image.file_name != file.name or new_hash
             moved = (image.content_type_id, image.object_id) != (content_type_id, product_id)
             image.content_type_id, image.object_id = content_type_id, product_id
             image.is_primary = is_primary
@@ -415,7 +416,7 @@ def check_vector_size(ref: ModelRef) -> None:
 
 def _storage_for(image: IndexedImage):
     source = get_image_source(image.source)
-    return source.model._meta.get_field(source.field).storage
+    return source.model._meta.get_field(source.field).storage  # type: ignore[union-attr]
 
 
 def _prepare(work: _Work, encoder: Any) -> _Work:
@@ -554,7 +555,7 @@ def _encode(works: list[_Work], encoder: Any, ref: ModelRef) -> list[_Result]:
     vectors: dict[int, tuple[np.ndarray, list]] = {}
     errors: dict[int, ImageError] = {}
     if todo:
-        result = encoder.encode_arrays(np.stack([w.data for w in todo]))
+        result = encoder.encode_arrays(np.stack([w.data for w in todo]))  # type: ignore[misc]  # decoded: data set
         for row, work in enumerate(todo):
             if row in result.errors:
                 errors[work.image.pk] = ImageError(result.errors[row], "The model could not embed it.")

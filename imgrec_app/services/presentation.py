@@ -29,7 +29,7 @@ def with_primary_image(qs: QuerySet) -> QuerySet:
     """
     model = qs.model
     ii = IndexedImage._meta.db_table
-    outer = f'{connection.ops.quote_name(model._meta.db_table)}.{connection.ops.quote_name(model._meta.pk.column)}'
+    outer = f"{connection.ops.quote_name(model._meta.db_table)}.{connection.ops.quote_name(model._meta.pk.column)}"
     return qs.annotate(
         _imgrec_image=RawSQL(
             f"SELECT source || E'\\n' || file_name FROM {ii} WHERE content_type_id = %s "
@@ -90,7 +90,7 @@ def primary_image_urls(product_ids: Sequence[str]) -> dict[str, str]:
         if storage is None:
             try:
                 source = get_image_source(source_key)
-                storage = storages[source_key] = source.model._meta.get_field(source.field).storage
+                storage = storages[source_key] = source.model._meta.get_field(source.field).storage  # type: ignore[union-attr]
             except LookupError:
                 continue
         urls[obj] = storage.url(name)

@@ -19,6 +19,7 @@ from django.db.models import F, FloatField, Func, QuerySet, Sum, Value
 from django.db.models.functions import Extract, Now
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_lazy
 
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import (
@@ -102,10 +103,14 @@ def _rules(*, same_category_as: Any = None, price_band: float | None = None, pro
         if same is not None:  # a many-to-many or a tree: as a pk subquery, so joins add no duplicates
             qs = qs.filter(pk__in=qs.model._default_manager.filter(same).values("pk"))
         # The attname (``category_id``) when the model has it: no query for the related row.
-        elif lookup and (
-            category := (getattr(same_category_as, lookup) if hasattr(same_category_as, lookup) else None)
-            or product_category(same_category_as)
-        ) is not None:
+        elif (
+            lookup
+            and (
+                category := (getattr(same_category_as, lookup) if hasattr(same_category_as, lookup) else None)
+                or product_category(same_category_as)
+            )
+            is not None
+        ):
             qs = qs.filter(**{lookup: category})
     if price_band and product is not None and getattr(product, "price", None) is not None:
         price = float(product.price)
@@ -161,7 +166,7 @@ def _fallback(*, limit: int, exclude: set[str], restrict: QuerySet, category_of:
         same = same & restrict if restrict is not None else same
         add(
             trending_scores(restrict_to=same, limit=limit * 2, exclude=taken),
-            "More from this category",
+            gettext("More from this category"),
             "fallback:category",
         )
         if len(items) < limit:
@@ -169,15 +174,16 @@ def _fallback(*, limit: int, exclude: set[str], restrict: QuerySet, category_of:
                 product_key(pk)
                 for pk in same.exclude(pk__in=_pks(taken)).order_by("-pk").values_list("pk", flat=True)[: limit * 2]
             ]
-            add(((i, 0.0) for i in ids), "More from this category", "fallback:category")
+            add(((i, 0.0) for i in ids), gettext("More from this category"), "fallback:category")
     if len(items) < limit:
-        add(trending_scores(restrict_to=restrict, limit=limit * 2, exclude=taken), "Trending now", "fallback:trending")
+        trending = trending_scores(restrict_to=restrict, limit=limit * 2, exclude=taken)
+        add(trending, gettext("Trending now"), "fallback:trending")
     if len(items) < limit:
         ids = [
             product_key(pk)
             for pk in restrict.exclude(pk__in=_pks(taken)).order_by("-pk").values_list("pk", flat=True)[: limit * 2]
         ]
-        add(((i, 0.0) for i in ids), "New in the shop", "fallback:new")
+        add(((i, 0.0) for i in ids), gettext("New in the shop"), "fallback:new")
     return items
 
 
@@ -205,7 +211,11 @@ class _Query:
     dim: int
 
 
-REASONS = {"image": "Looks similar", "text": "Similar description", "coview": "Often viewed together"}
+REASONS = {
+    "image": gettext_lazy("Looks similar"),
+    "text": gettext_lazy("Similar description"),
+    "coview": gettext_lazy("Often viewed together"),
+}
 
 
 def _queries_for(keys: Sequence[str]) -> tuple[dict[str, dict[str, np.ndarray]], list[tuple[str, str, int]]]:
@@ -369,7 +379,7 @@ def search_by_photo(file: Any, *, limit: int = 8) -> list[Recommendation]:
         limit=clamp_limit(limit),
         restrict_to=recommendable_products(),
     )
-    items = [Recommendation(obj, sim, "Looks like your photo", "search:image") for obj, sim in rows]
+    items = [Recommendation(obj, sim, gettext("Looks like your photo"), "search:image") for obj, sim in rows]
     return attach_products(items)
 
 

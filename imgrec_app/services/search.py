@@ -170,7 +170,8 @@ def nearest(
         qs = qs.exclude(object_id__in=exclude)
     if restrict_to is not None:
         qs = qs.filter(_allowed_by(restrict_to))
-    qs = qs.nearest(vector, dim=dim).values_list("object_id", "distance")[:limit]
+    rows_qs = qs.nearest(vector, dim=dim).values_list("object_id", "distance")[:limit]
+    qs = rows_qs  # type: ignore[assignment]  # a ProductVectorQuerySet of rows from here on
     rows = _one_round_trip(qs, limit) if session else None
     if rows is None and session:
         with hnsw_session(limit):

@@ -29,7 +29,13 @@ from django.db.models import QuerySet
 from django.db.models.expressions import RawSQL
 
 from imgrec_app.conf import imgrec_settings
-from imgrec_app.hosts import category_field_lookup, get_product_model, product_category, product_content_type, product_key
+from imgrec_app.hosts import (
+    category_field_lookup,
+    get_product_model,
+    product_category,
+    product_content_type,
+    product_key,
+)
 from imgrec_app.models import ProductVector, ServingModel
 from imgrec_app.services import models as serving_models
 from imgrec_app.services import presentation
@@ -126,7 +132,9 @@ def similar_products(
 
     limit = recommend.clamp_limit(limit)
     using = shelf_database()
-    rules = recommend._rules(same_category_as=product if same_category else None, price_band=price_band, product=product)
+    rules = recommend._rules(
+        same_category_as=product if same_category else None, price_band=price_band, product=product
+    )
     restrict = rules.using(using)
     serving = serving_models.cached_serving_model(using=using)
     use_cache = bool(attach and imgrec_settings.SHELF_CACHE and serving is not None)
@@ -208,7 +216,10 @@ def _from_cache(entry: dict[str, Any], restrict: QuerySet, product: Any) -> list
         return None
     if stamp != entry["stamp"]:
         return None  # the product's own vectors changed
-    items = [Recommendation(pid, score, reason, source, list(because)) for pid, score, reason, source, because in entry["items"]]
+    items = [
+        Recommendation(pid, score, reason, source, list(because))
+        for pid, score, reason, source, because in entry["items"]
+    ]
     return _attach(items, products)
 
 
@@ -233,7 +244,11 @@ def _compute(
         if res.serving != serving:  # switched by another process since this one cached it
             serving_models.remember_serving_model(res.serving, using=using)
             mods = modalities(res.serving)
-            res = run(mods, ct=ct, key=key, n=n, restrict=restrict, using=using, want_vectors=want_vectors) if mods else None
+            res = (
+                run(mods, ct=ct, key=key, n=n, restrict=restrict, using=using, want_vectors=want_vectors)
+                if mods
+                else None
+            )
     if res is None or not res.has_vector:
         items = recommend._fallback(limit=limit, exclude={key}, restrict=rules, category_of=product)
         return items, res.stamp if res is not None else None

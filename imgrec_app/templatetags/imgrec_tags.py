@@ -1,16 +1,27 @@
 """Template tags for shelves.  They never break a page: on any error they log and render a
-labelled fallback or nothing.  ``{% load imgrec_tags %}``."""
+labelled fallback or nothing.  ``{% load imgrec_tags %}``.
+
+Every tag name starts with ``imgrec_``.  The unprefixed ``similar_products`` and
+``recommended_for_you`` of 0.1 still work but emit a ``DeprecationWarning``; they go in 0.3.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 from django import template
 from django.template.loader import select_template
+from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext
 
+from imgrec_app.conf import imgrec_settings
 from imgrec_app.services import controls
 
 logger = logging.getLogger(__name__)
@@ -29,9 +40,53 @@ def _safely(what: str, func: Any, *args: Any, **kwargs: Any) -> list[Any]:
         return []
 
 
+_LINKED = "_imgrec_stylesheet_linked"
+
+
+def _stylesheet_url(context: template.Context) -> str | None:
+    """The URL of ``IMGREC["SHELF_STYLESHEET"]`` the first time a page asks for it, then None (one
+    ``<link>`` per page; without a request in the context, every shelf links it)."""
+    path = imgrec_settings.SHELF_STYLESHEET
+    if not path:
+        return None
+    request = _request(context)
+    if request is not None:
+        if getattr(request, _LINKED, False):
+            return None
+        setattr(request, _LINKED, True)
+    return static(path)
+
+
 @register.simple_tag(takes_context=True)
-def similar_products(context: template.Context, product: Any, limit: int = 8, same_category: bool = False) -> list[Any]:
-    """``{% similar_products product limit=8 as items %}``: items with ``.product``, ``.reason``."""
+def imgrec_stylesheet(context: template.Context) -> SafeString:
+    """``{% imgrec_stylesheet %}`` in ``<head>``: the ``<link>`` of the shelf stylesheet, so that the
+    shelves further down the page do not link it themselves.  Renders nothing when
+    ``IMGREC["SHELF_STYLESHEET"]`` is None or the page has linked it already."""
+    url = _stylesheet_url(context)
+    return format_html('<link rel="stylesheet" href="{}">', url) if url else mark_safe("")
+
+
+def _deprecated_alias(new: Callable[..., Any], old_name: str) -> Callable[..., Any]:
+    """Register ``new`` under its pre-0.2 name as well, warning on each use."""
+
+    @functools.wraps(new)
+    def alias(*args: Any, **kwargs: Any) -> Any:
+        warnings.warn(
+            f"The template tag {{% {old_name} %}} is deprecated; use {{% {new.__name__} %}} (imgrec 0.2).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return new(*args, **kwargs)
+
+    register.simple_tag(alias, takes_context=True, name=old_name)
+    return alias
+
+
+@register.simple_tag(takes_context=True)
+def imgrec_similar_products(
+    context: template.Context, product: Any, limit: int = 8, same_category: bool = False
+) -> list[Any]:
+    """``{% imgrec_similar_products product limit=8 as items %}``: items with ``.product``, ``.reason``."""
     from imgrec_app.services.foryou import similar_for_page
 
     if product is None:
@@ -61,8 +116,8 @@ def _page_product(context: template.Context, product: Any) -> Any:
 
 
 @register.simple_tag(takes_context=True)
-def recommended_for_you(context: template.Context, limit: int = 8, product: Any = None) -> list[Any]:
-    """``{% recommended_for_you limit=8 as items %}``: from the current visitor's own history.
+def imgrec_recommended_for_you(context: template.Context, limit: int = 8, product: Any = None) -> list[Any]:
+    """``{% imgrec_recommended_for_you limit=8 as items %}``: from the current visitor's own history.
 
     On a product page (``product=`` or a ``product`` in the context) the product itself and the
     items of its similar shelf are left out, and no reason names the product.  The visitor's
@@ -72,6 +127,10 @@ def recommended_for_you(context: template.Context, limit: int = 8, product: Any 
     if request is None:
         return []
     return _safely("for-you", controls.for_you, request, limit=limit, product=_page_product(context, product))
+
+
+similar_products = _deprecated_alias(imgrec_similar_products, "similar_products")
+recommended_for_you = _deprecated_alias(imgrec_recommended_for_you, "recommended_for_you")
 
 
 def _render_shelf(context: template.Context, kind: str, title: str, items: list[Any]) -> SafeString:
@@ -89,11 +148,10 @@ def _render_shelf(context: template.Context, kind: str, title: str, items: list[
             for i in items
         ]
         tpl = select_template([f"imgrec_app/shelf_{kind}.html", "imgrec_app/shelf.html"])
-        return mark_safe(
-            tpl.render(
-                {"kind": kind, "title": title, "entries": entries, "request": _request(context), **_controls(context)}
-            )
-        )
+        ctx = {"kind": kind, "title": title, "entries": entries, "request": _request(context), **_controls(context)}
+        if entries:
+            ctx["stylesheet"] = _stylesheet_url(context)
+        return mark_safe(tpl.render(ctx))
     except Exception:
         logger.exception("imgrec could not render the %s shelf", kind)
         return mark_safe("")
@@ -155,19 +213,21 @@ def imgrec_similar_shelf(
     context: template.Context,
     product: Any,
     limit: int = 8,
-    title: str = "Similar products",
+    title: str | None = None,
     same_category: bool = False,
 ) -> SafeString:
     """Render the similar-products shelf (template ``imgrec_app/shelf_similar.html`` or ``shelf.html``)."""
-    return _render_shelf(context, "similar", title, similar_products(context, product, limit, same_category))
+    items = imgrec_similar_products(context, product, limit, same_category)
+    return _render_shelf(context, "similar", title or gettext("Similar products"), items)
 
 
 @register.simple_tag(takes_context=True)
 def imgrec_for_you_shelf(
-    context: template.Context, limit: int = 8, title: str = "Recommended for you", product: Any = None
+    context: template.Context, limit: int = 8, title: str | None = None, product: Any = None
 ) -> SafeString:
     """Render the recommended-for-you shelf (on a product page: never repeating its similar shelf)."""
-    return _render_shelf(context, "for_you", title, recommended_for_you(context, limit, product))
+    items = imgrec_recommended_for_you(context, limit, product)
+    return _render_shelf(context, "for_you", title or gettext("Recommended for you"), items)
 
 
 @register.simple_tag(takes_context=True)
@@ -188,7 +248,8 @@ def imgrec_lazy_shelf(context: template.Context, kind: str, product: Any = None,
         return mark_safe("")
     tpl = select_template(["imgrec_app/lazy_shelf.html"])
     sep = "&" if "?" in url else "?"
-    return mark_safe(tpl.render({"url": f"{url}{sep}limit={int(limit)}", "kind": kind}))
+    ctx = {"url": f"{url}{sep}limit={int(limit)}", "kind": kind, "stylesheet": _stylesheet_url(context)}
+    return mark_safe(tpl.render(ctx))
 
 
 @register.simple_tag(takes_context=True)
