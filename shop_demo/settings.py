@@ -28,6 +28,9 @@ INSTALLED_APPS = [
     "shop_demo.catalog",
 ]
 
+# Database sessions that treat a malformed cookie as no session (shop_demo/sessions.py).
+SESSION_ENGINE = "shop_demo.sessions"
+
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -299,6 +299,7 @@ def test_backbone_switch_backfills_while_old_vectors_serve(celery_worker, make_p
     old = configured_model()
     wait_for(lambda: ServingModel.objects.filter(modality="image", model_id=old.model_id).exists())
 
+    original = dict(settings.IMGREC)
     weights = tmp_path / "resnet18-random.pth"
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
@@ -325,7 +326,11 @@ def test_backbone_switch_backfills_while_old_vectors_serve(celery_worker, make_p
     assert len(items) == 3 and all(i.source.startswith("similar:") for i in items)
 
     # Rolling back is a setting change: the old vectors are complete, so they serve again.
-    settings.IMGREC = {**settings.IMGREC, "BACKBONE": "efficientnet_lite0", "BACKBONE_OPTIONS": {}}
+    settings.IMGREC = {
+        **settings.IMGREC,
+        "BACKBONE": original.get("BACKBONE", "efficientnet_lite0"),
+        "BACKBONE_OPTIONS": original.get("BACKBONE_OPTIONS", {}),
+    }
     call_command("imgrec_sweep", stdout=io.StringIO())
     assert ServingModel.objects.get(modality="image").model_id == old.model_id
     call_command("imgrec_prune_vectors", stdout=io.StringIO())

@@ -187,7 +187,9 @@ def test_shared_device_b_gets_only_the_history_after_a_logged_out(catalogue: Any
     assert ids(bob) == {str(products[6].pk)}
     assert not Interaction.objects.filter(user__isnull=True).exists()
     recs = device.get("/api/imgrec/recommendations/?limit=8").json()["results"]
-    assert recs and all(r["because_of"] == [str(products[6].pk)] for r in recs)
+    # Every reason comes from B's own history (never from A's products); popularity items name none.
+    assert recs and all(set(r["because_of"]) <= {str(products[6].pk)} for r in recs)
+    assert any(r["because_of"] == [str(products[6].pk)] for r in recs)
     # Logging in again merges nothing twice.
     device.post("/accounts/logout/")
     device.post("/accounts/login/", {"username": "bob", "password": "pw"})

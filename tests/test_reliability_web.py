@@ -421,3 +421,16 @@ def test_a_cookieless_cross_site_form_post_to_events_is_refused(make_product: An
     ok = _post_json(visitor, "/api/imgrec/events/", '{"product_id": "%s"}' % product.pk)
     assert ok.status_code == 201
     assert Interaction.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("engine", ["shop_demo.sessions"])
+def test_a_session_cookie_with_a_nul_byte_is_no_session_not_a_500(client, settings, engine):
+    """Found by the schemathesis fuzz test: Django's database sessions sent a cookie with a NUL
+    byte to PostgreSQL, which raised DataError (a 500 on every page reading the session).  The
+    demo's session store treats any key Django would not issue as no session."""
+    settings.SESSION_ENGINE = engine
+    client.cookies[settings.SESSION_COOKIE_NAME] = "abcdefgh\x00ijkl"
+    r = client.get("/api/imgrec/recommendations/")
+    assert r.status_code == 200
+    assert client.get("/api/imgrec/controls/").json() == {"paused": False, "not_interested": []}

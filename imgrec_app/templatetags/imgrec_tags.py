@@ -33,7 +33,14 @@ def _request(context: template.Context) -> Any:
 
 
 def _safely(what: str, func: Any, *args: Any, **kwargs: Any) -> list[Any]:
+    from django.db import connection, transaction
+
     try:
+        if connection.in_atomic_block and connection.settings_dict.get("ATOMIC_REQUESTS"):
+            # The page runs in the request's transaction: a statement that fails in PostgreSQL
+            # would abort it for the rest of the page, so the shelf gets a savepoint of its own.
+            with transaction.atomic():
+                return func(*args, **kwargs)
         return func(*args, **kwargs)
     except Exception:
         logger.exception("imgrec %s shelf failed; rendering without it", what)
