@@ -169,7 +169,7 @@ def enqueue(image_ids: Sequence[int], *, chunk_size: int | None = None) -> None:
 
 def publish(image_ids: Sequence[int], *, chunk_size: int | None = None) -> int:
     """Send embedding tasks now, in chunks; returns how many tasks were sent."""
-    from imgrec_app.tasks import embed_images
+    from celery import current_app  # by task name: services never import tasks
 
     size = chunk_size or imgrec_settings.TASK_BATCH_SIZE
     queue = imgrec_settings.QUEUES["embed"]
@@ -177,7 +177,8 @@ def publish(image_ids: Sequence[int], *, chunk_size: int | None = None) -> int:
     for start in range(0, len(image_ids), size):
         chunk = list(image_ids[start : start + size])
         try:
-            embed_images.apply_async(
+            current_app.send_task(
+                "imgrec.embed_images",
                 args=[chunk],
                 queue=queue,
                 retry=True,

@@ -121,12 +121,13 @@ def start_run(
 def start_and_queue(scope: str, *, product_ids: Iterable[Any] | None = None, user: Any = None) -> RunStart:
     """Start a run (admin, API) and hand its queueing to a light task, so the request returns
     at once.  If the broker is down the images stay pending and the sweeper queues them."""
-    from imgrec_app.tasks import start_reindex
+    from celery import current_app  # by task name: services never import tasks
 
     started = start_run(scope, product_ids=product_ids, user=user)
     if started.created:
         try:
-            start_reindex.apply_async(
+            current_app.send_task(
+                "imgrec.start_reindex",
                 args=[started.run.pk],
                 queue=imgrec_settings.QUEUES["light"],
                 retry=True,

@@ -86,10 +86,11 @@ def mark_waiting(product_ids: Iterable[str]) -> None:
 def publish_text(product_ids: Sequence[str]) -> bool:
     """Send one text task for these products; on a broker outage they stay waiting and the
     sweeper publishes them again (``REPUBLISH_AFTER``).  Returns whether it was sent."""
-    from imgrec_app.tasks import embed_texts
+    from celery import current_app  # by task name: services never import tasks
 
     try:
-        embed_texts.apply_async(
+        current_app.send_task(
+            "imgrec.embed_texts",
             args=[list(product_ids)],
             queue=imgrec_settings.QUEUES["embed"],
             retry=True,
