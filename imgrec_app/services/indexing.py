@@ -1,10 +1,15 @@
-"""Indexing: track image files, queue them after commit, embed claimed batches, write results.
+"""Indexing: queue images after commit, embed claimed batches, write results.
 
 The life of an image: a source row is saved → :func:`track_image` records it as ``pending`` and
 queues :func:`enqueue` after commit → a worker task calls :func:`process_images`, which claims
 rows with a conditional UPDATE (so two deliveries never both work on one image), decodes the
 files in threads while the model runs, and writes each vector only if the image's ``revision``
 is still the one it read (a stale task never overwrites a newer file's vector).
+
+The parts live beside this module and are re-exported here: tracking
+(:mod:`~imgrec_app.services.indexing_tracking`), claims
+(:mod:`~imgrec_app.services.indexing_claims`) and the sweeper
+(:mod:`~imgrec_app.services.indexing_sweeper`).
 """
 
 from __future__ import annotations
@@ -13,143 +18,71 @@ import hashlib
 import json
 import logging
 import math
-import re
-import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from django.db import DatabaseError, connection, models, transaction
-from django.db.models import F, Func, IntegerField, Q
+from django.db import DatabaseError, connection, transaction
+from django.db.models import F, Func, IntegerField
 from django.utils import timezone
 
 from imgrec_app.conf import imgrec_settings
-from imgrec_app.hosts import ImageSource, get_image_source, sources_for_model
+from imgrec_app.hosts import get_image_source
 from imgrec_app.ml.preprocess import ImageError, load_rgb
-from imgrec_app.models import ImageEmbedding, IndexedImage, ProductImage, ProductVector
+from imgrec_app.models import ImageEmbedding, IndexedImage
+from imgrec_app.services.indexing_claims import (
+    claim,
+    dead_claims,
+    end_claim,
+    give_up_on_lost,
+    release_claim,
+)
+from imgrec_app.services.indexing_sweeper import (
+    delete_orphan_files,
+    missing_product_vector_count,
+    products_missing_vectors,
+    reconcile_product_vectors,
+    sweep_stuck,
+)
+from imgrec_app.services.indexing_tracking import forget_product, track_image, track_instance, untrack_image
 from imgrec_app.services.models import ModelRef, configured_model, sync_serving_model
 from imgrec_app.services.tuning import extra_vectors
 from imgrec_app.services.vectors import ensure_hnsw_index, refresh_product_vectors
 
+__all__ = [
+    "BatchSummary",
+    "VectorSizeMismatch",
+    "check_vector_size",
+    "claim",
+    "dead_claims",
+    "delete_orphan_files",
+    "end_claim",
+    "enqueue",
+    "forget_product",
+    "give_up_on_lost",
+    "is_usable_vector",
+    "load_encoder",
+    "missing_product_vector_count",
+    "process_images",
+    "products_missing_vectors",
+    "publish",
+    "reconcile_product_vectors",
+    "recover_dead_claims",
+    "refresh_product_vectors",
+    "release_claim",
+    "sweep_stuck",
+    "track_image",
+    "track_instance",
+    "untrack_image",
+    "vector_problem",
+    "write_results",
+]
+
 logger = logging.getLogger(__name__)
 
 Status = IndexedImage.Status
-
-
-# --- tracking -------------------------------------------------------------------------------
-
-
-def track_image(source: ImageSource, instance: models.Model) -> IndexedImage | None:
-    """Record (or update) the IndexedImage for a saved source row; queue it when its file changed.
-
-    Returns:
-        The IndexedImage, or None when the row has no file (its IndexedImage is removed).
-    """
-    from django.contrib.contenttypes.models import ContentType
-
-    from imgrec_app.hosts import get_product_model
-
-    file = source.file_of(instance)
-    product_id = source.product_id_of(instance)
-    if not file or not getattr(file, "name", None) or product_id is None:
-        untrack_image(source, instance.pk)
-        return None
-    if isinstance(instance, ProductImage):
-        content_type_id = instance.content_type_id
-        file_hash, is_primary = instance.file_hash, instance.is_primary
-    else:
-        content_type_id = ContentType.objects.get_for_model(get_product_model()).pk
-        file_hash, is_primary = "", False
-    model_id = configured_model().model_id
-    now = timezone.now()
-    with transaction.atomic():
-        image, created = IndexedImage.objects.select_for_update().get_or_create(
-            source=source.key,
-            source_id=str(instance.pk),
-            defaults=dict(
-                content_type_id=content_type_id,
-                object_id=product_id,
-                file_name=file.name,
-                file_hash=file_hash,
-                width=getattr(instance, "width", None),
-                height=getattr(instance, "height", None),
-                is_primary=is_primary,
-                status=Status.PENDING,
-                model_id=model_id,
-                queued_at=now,
-            ),
-        )
-        if created:
-            changed = True
-        else:
-            new_hash = bool(file_hash and image.file_hash and file_hash != image.file_hash)
-            changed = image.file_name != file.name or new_hash
-            moved = (image.content_type_id, image.object_id) != (content_type_id, product_id)
-            image.content_type_id, image.object_id = content_type_id, product_id
-            image.is_primary = is_primary
-            if changed:
-                image.revision = F("revision") + 1
-                image.file_name, image.file_hash = file.name, file_hash
-                image.width = getattr(instance, "width", None)
-                image.height = getattr(instance, "height", None)
-                image.status, image.model_id, image.queued_at = Status.PENDING, model_id, now
-                image.failure_reason, image.failure_detail, image.attempts = "", "", 0
-            image.save()
-            image.refresh_from_db()
-            if moved and not changed:
-                transaction.on_commit(lambda: _refresh_products([image]), robust=True)
-        if changed:
-            enqueue([image.pk])
-    return image
-
-
-def untrack_image(source: ImageSource, source_id: Any) -> None:
-    """Forget an image whose source row was deleted (or lost its file); refresh its product."""
-    images = list(IndexedImage.objects.filter(source=source.key, source_id=str(source_id)))
-    if not images:
-        return
-    IndexedImage.objects.filter(pk__in=[i.pk for i in images]).delete()
-    transaction.on_commit(lambda: _refresh_products(images), robust=True)
-
-
-def _refresh_products(images: Iterable[IndexedImage]) -> None:
-    pairs = {(i.content_type_id, i.object_id) for i in images}
-    model_ids = set(
-        ImageEmbedding.objects.filter(image__content_type_id__in={p[0] for p in pairs}).values_list(
-            "model_id", flat=True
-        )
-    ) | {configured_model().model_id}
-    for model_id in model_ids:
-        refresh_product_vectors(pairs, model_id)
-
-
-def forget_product(product: models.Model) -> None:
-    """Remove everything imgrec holds about a deleted product (its images, vectors, history)."""
-    from django.contrib.contenttypes.models import ContentType
-
-    from imgrec_app.models import CategoryPrediction, CoView, Interaction, PendingText, ProductVector
-
-    ct = ContentType.objects.get_for_model(product)
-    key = str(product.pk)
-    for image in ProductImage.objects.filter(content_type=ct, object_id=key):
-        image.delete()  # its own post_delete untracks it
-    for model in (IndexedImage, ProductVector, CategoryPrediction, Interaction, PendingText):
-        model.objects.filter(content_type=ct, object_id=key).delete()
-    CoView.objects.filter(content_type=ct, object_id=key).delete()
-    CoView.objects.filter(content_type=ct, other_id=key).delete()
-
-
-def track_instance(instance: models.Model) -> list[IndexedImage]:
-    """Track every configured image source the instance's model provides."""
-    tracked = []
-    for source in sources_for_model(type(instance)):
-        image = track_image(source, instance)
-        if image is not None:
-            tracked.append(image)
-    return tracked
 
 
 # --- queueing ---------------------------------------------------------------------------------
@@ -244,129 +177,6 @@ class _Work:
     file_hash: str = ""
     error: ImageError | None = None
     reuse: ImageEmbedding | None = None
-
-
-# A claim is live while its worker holds a session-level advisory lock on its token.  When the
-# worker process dies (SIGKILL, OOM, lost machine), its connection closes and Postgres drops the
-# lock: rows still ``processing`` under a token nobody holds belong to a dead claim.
-_HELD_TOKENS = (
-    "SELECT (l.classid::bigint << 32) | l.objid::bigint FROM pg_locks l"
-    " WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted"
-    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-)
-
-
-def _dead_claim_sql() -> str:
-    table = IndexedImage._meta.db_table
-    return (
-        f'("{table}"."status" = \'processing\' AND "{table}"."claim_token" IS NOT NULL'
-        f' AND "{table}"."claim_token" NOT IN ({_HELD_TOKENS}))'
-    )
-
-
-def _lock_token(token: int) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s)", [token])
-
-
-def _unlock_token(token: int) -> None:
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [token])
-    except DatabaseError:
-        pass  # the connection is gone, and the lock with it
-
-
-def dead_claims(*, limit: int | None = None) -> list[int]:
-    """Images still ``processing`` whose worker died (nobody holds their claim's lock)."""
-    qs = IndexedImage.objects.filter(status=Status.PROCESSING).extra(where=[_dead_claim_sql()]).order_by("pk")
-    ids = qs.values_list("pk", flat=True)
-    return list(ids[:limit] if limit else ids)
-
-
-def claim(image_ids: Sequence[int], *, model_id: str, extra: int = 0, reclaim: bool = False) -> list[IndexedImage]:
-    """Atomically mark images ``processing`` under a new claim and return them; rows other
-    deliveries hold are skipped (``SKIP LOCKED`` while they claim, the status afterwards).
-
-    The caller's connection holds a session-level advisory lock on the claim's token until
-    :func:`release_claim` or :func:`end_claim`: that is how a dead worker's claim is told from a
-    live one (:func:`dead_claims`).
-
-    Args:
-        image_ids: the images a task was given.
-        model_id: the model that will embed them.
-        extra: also claim up to this many other pending images (greedy batching).
-        reclaim: also take rows of *dead* claims (a retried or redelivered task, or a task
-            recovering what a killed worker left); live claims are never taken over.
-    """
-    token = secrets.randbits(62) + 1
-    _lock_token(token)  # before any row carries the token: a claim is never seen dead while alive
-    try:
-        with transaction.atomic():
-            own = IndexedImage.objects.select_for_update(skip_locked=True).filter(pk__in=list(image_ids))
-            if reclaim:
-                table = IndexedImage._meta.db_table
-                own = own.extra(where=[f'("{table}"."status" = \'pending\' OR {_dead_claim_sql()})'])
-            else:
-                own = own.filter(status=Status.PENDING)
-            ids = list(own.values_list("pk", flat=True))
-            if extra > 0:
-                ids += list(
-                    IndexedImage.objects.select_for_update(skip_locked=True)
-                    .filter(status=Status.PENDING, attempts=0)
-                    .exclude(pk__in=ids)
-                    .order_by("queued_at", "pk")
-                    .values_list("pk", flat=True)[:extra]
-                )
-            IndexedImage.objects.filter(pk__in=ids).update(
-                status=Status.PROCESSING,
-                started_at=timezone.now(),
-                claim_token=token,
-                publish_failed_at=None,
-                model_id=model_id,
-                attempts=F("attempts") + 1,
-            )
-    except BaseException:
-        _unlock_token(token)
-        raise
-    if not ids:
-        _unlock_token(token)
-        return []
-    return list(IndexedImage.objects.filter(pk__in=ids).order_by("pk"))
-
-
-def release_claim(token: int) -> int:
-    """Put a claim's unfinished images back to ``pending`` after a transient error (database,
-    broker); the attempt does not count against ``MAX_ATTEMPTS``.  Returns how many."""
-    try:
-        return IndexedImage.objects.filter(claim_token=token, status=Status.PROCESSING).update(
-            status=Status.PENDING, queued_at=timezone.now(), attempts=F("attempts") - 1
-        )
-    except DatabaseError:
-        return 0  # the database is down: the claim is dead now, the next task takes it over
-
-
-def end_claim(token: int) -> None:
-    """Drop the claim's lock.  Rows it left ``processing`` (a crash) are then a dead claim."""
-    _unlock_token(token)
-
-
-def give_up_on_lost(image_ids: Sequence[int]) -> int:
-    """Mark ``failed: worker_lost`` the images of dead claims that were claimed ``MAX_ATTEMPTS``
-    times (the worker died each time: a poison image must not kill workers forever)."""
-    max_attempts = imgrec_settings.MAX_ATTEMPTS
-    lost = (
-        IndexedImage.objects.filter(pk__in=list(image_ids), attempts__gte=max_attempts)
-        .extra(where=[_dead_claim_sql()])
-        .update(
-            status=Status.FAILED,
-            failure_reason="worker_lost",
-            failure_detail=f"The worker died while processing this image {max_attempts} times.",
-        )
-    )
-    if lost:
-        logger.warning("imgrec gave up on %s image(s) that killed the worker %s times", lost, max_attempts)
-    return lost
 
 
 def recover_dead_claims(*, limit: int | None = None) -> BatchSummary:
@@ -666,161 +476,3 @@ def vector_problem(vec: np.ndarray, dim: int) -> str:
 def is_usable_vector(vec: np.ndarray, dim: int) -> bool:
     """A vector is stored only if it has the model's size, is finite and is not zero."""
     return not vector_problem(vec, dim)
-
-
-# --- sweeping -------------------------------------------------------------------------------
-
-
-_GENERATED_NAME = re.compile(r"^[0-9a-f]{32}\.(jpg|jpeg|png|webp|gif|img)$")
-
-
-def delete_orphan_files(*, older_than: timedelta | None = None) -> int:
-    """Delete uploads that no :class:`ProductImage` refers to: the file a rolled-back transaction
-    (or a process that died mid-request) wrote.  Django has no rollback hook, so the sweeper
-    does this once the file is older than ``older_than`` (default: one hour, so an upload still
-    in flight is never touched).  Only names imgrec generates in ``UPLOAD_TO`` are considered.
-
-    Returns:
-        How many files were deleted.
-    """
-    age = older_than if older_than is not None else timedelta(hours=1)
-    storage = ProductImage._meta.get_field("image").storage
-    folder = imgrec_settings.UPLOAD_TO.strip("/")
-    try:
-        _, files = storage.listdir(folder)
-    except (FileNotFoundError, NotImplementedError):
-        return 0
-    names = [f"{folder}/{f}" for f in files if _GENERATED_NAME.match(f)]
-    cutoff = timezone.now() - age
-    deleted = 0
-    for start in range(0, len(names), 1000):
-        chunk = names[start : start + 1000]
-        known = set(ProductImage.objects.filter(image__in=chunk).values_list("image", flat=True))
-        known |= set(IndexedImage.objects.filter(file_name__in=chunk).values_list("file_name", flat=True))
-        for name in chunk:
-            if name in known:
-                continue
-            try:
-                if storage.get_modified_time(name) >= cutoff:
-                    continue
-                storage.delete(name)
-            except (OSError, NotImplementedError):
-                continue
-            deleted += 1
-    if deleted:
-        logger.info("imgrec deleted %s upload(s) that no product image refers to", deleted)
-    return deleted
-
-
-def products_missing_vectors(model_id: str, *, limit: int | None = None) -> list[tuple[int, str]]:
-    """Products with a ``ready`` image embedded by ``model_id`` but no product vector of it.
-
-    Results are written with their product vector in one transaction, so this should stay
-    empty; the sweeper repairs whatever it finds (data written before that, or a product
-    refresh after a move or delete that failed after its commit).
-    """
-    ii, ie, pv = IndexedImage._meta.db_table, ImageEmbedding._meta.db_table, ProductVector._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT DISTINCT i.content_type_id, i.object_id
-              FROM {ii} i JOIN {ie} e ON e.image_id = i.id AND e.model_id = %s
-             WHERE i.status = 'ready'
-               AND NOT EXISTS (SELECT 1 FROM {pv} p
-                                WHERE p.content_type_id = i.content_type_id
-                                  AND p.object_id = i.object_id AND p.model_id = %s)
-             ORDER BY 1, 2
-            """
-            + (" LIMIT %s" if limit else ""),
-            [model_id, model_id] + ([limit] if limit else []),
-        )
-        return [(ct, obj) for ct, obj in cursor.fetchall()]
-
-
-def _vector_models() -> list[str]:
-    """The serving model, then the configured one (during a backfill they differ)."""
-    from imgrec_app.services.models import serving_model
-
-    serving = serving_model()
-    ids = [serving.model_id] if serving else []
-    configured = configured_model().model_id
-    return ids + ([configured] if configured not in ids else [])
-
-
-def missing_product_vector_count() -> int:
-    """How many products lack a product vector of the serving (or configured) model although
-    they have a ready image embedded by it (``imgrec_status`` shows it; the sweeper repairs)."""
-    return sum(len(products_missing_vectors(m)) for m in _vector_models())
-
-
-def reconcile_product_vectors(*, chunk_size: int = 500) -> int:
-    """Write the missing product vectors :func:`products_missing_vectors` finds; returns how many."""
-    fixed = 0
-    for model_id in _vector_models():
-        while True:
-            pairs = products_missing_vectors(model_id, limit=chunk_size)
-            if not pairs:
-                break
-            written = refresh_product_vectors(pairs, model_id)
-            fixed += written
-            if written < len(pairs):  # should not happen; never loop forever
-                break
-    if fixed:
-        logger.warning("imgrec wrote %s missing product vector(s)", fixed)
-    return fixed
-
-
-def sweep_stuck(*, older_than: timedelta | None = None, publish_now: bool = True) -> dict[str, int]:
-    """Queue again images that wait for nothing; give up on ones that kill workers.
-
-    - a **dead claim** (rows left ``processing`` by a worker that died: nobody holds the claim's
-      lock) is queued again at once, whatever its age, and stays ``processing`` so that the task
-      takes it over one image at a time (issue 13 §3.1); images claimed ``MAX_ATTEMPTS`` times
-      end ``failed: worker_lost``;
-    - a pending image whose publish failed (broker down) is queued again once that is
-      ``REPUBLISH_AFTER`` seconds old;
-    - anything else pending or processing longer than ``older_than`` (default ``STUCK_AFTER``)
-      is queued again (a lost message, a worker stuck alive).
-
-    Also writes product vectors that are missing (:func:`reconcile_product_vectors`).
-
-    Returns:
-        Counts: ``requeued``, ``worker_lost``, ``dead_claims`` (part of ``requeued``) and
-        ``reconciled`` (product vectors written).
-    """
-    now = timezone.now()
-    age = older_than if older_than is not None else timedelta(seconds=imgrec_settings.STUCK_AFTER)
-    cutoff = now - age
-    republish_cutoff = now - timedelta(seconds=imgrec_settings.REPUBLISH_AFTER)
-    max_attempts = imgrec_settings.MAX_ATTEMPTS
-    lost = give_up_on_lost(dead_claims())
-    dead = dead_claims()
-    stuck_processing = Q(status=Status.PROCESSING, started_at__lt=cutoff)
-    lost += (
-        IndexedImage.objects.filter(stuck_processing, attempts__gte=max_attempts)
-        .exclude(pk__in=dead)
-        .update(
-            status=Status.FAILED,
-            failure_reason="worker_lost",
-            failure_detail=f"The worker died while processing this image {max_attempts} times.",
-        )
-    )
-    stuck = IndexedImage.objects.filter(
-        stuck_processing
-        | Q(status=Status.PENDING, queued_at__lt=cutoff)
-        | Q(status=Status.PENDING, queued_at__isnull=True)
-        | Q(status=Status.PENDING, publish_failed_at__lt=republish_cutoff)
-    ).exclude(pk__in=dead)
-    ids = list(stuck.values_list("pk", flat=True))
-    IndexedImage.objects.filter(pk__in=ids).update(status=Status.PENDING, queued_at=now, publish_failed_at=None)
-    if (ids or dead) and publish_now:
-        publish(sorted(dead) + ids)
-    from imgrec_app.services.text import sweep_waiting
-
-    return {
-        "requeued": len(ids) + len(dead),
-        "worker_lost": lost,
-        "dead_claims": len(dead),
-        "reconciled": reconcile_product_vectors(),
-        "texts_requeued": sweep_waiting(older_than=age) if publish_now else 0,
-    }
