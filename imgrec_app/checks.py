@@ -42,6 +42,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_serving()
     errors += _check_foryou_weights()
     errors += _check_tuning()
+    errors += _check_precision_decoder()
     return errors
 
 
@@ -143,6 +144,47 @@ def _check_backbone() -> list[CheckMessage]:
                     id="imgrec_app.E004",
                 )
             ]
+    return []
+
+
+def _check_precision_decoder() -> list[CheckMessage]:
+    from imgrec_app.ml.hardware import native_bf16_cpu
+    from imgrec_app.ml.registry import DECODERS, PRECISIONS
+
+    precision, decoder = imgrec_settings.PRECISION, imgrec_settings.DECODER
+    if precision not in PRECISIONS:
+        return [
+            Error(
+                f"{SETTING_NAME}['PRECISION'] must be one of {', '.join(map(repr, PRECISIONS))}, not {precision!r}.",
+                hint="'bf16' is its own model id: switching re-embeds the catalogue.",
+                id="imgrec_app.E050",
+            )
+        ]
+    if decoder not in DECODERS:
+        return [
+            Error(
+                f"{SETTING_NAME}['DECODER'] must be one of {', '.join(map(repr, DECODERS))}, not {decoder!r}.",
+                hint="'torchvision' decodes JPEG batches on the model's device (GPU workers).",
+                id="imgrec_app.E051",
+            )
+        ]
+    if decoder != "pillow" and (imgrec_settings.BACKBONE_OPTIONS or {}).get("preprocess", "crop") != "crop":
+        return [
+            Error(
+                f"{SETTING_NAME}['DECODER'] = {decoder!r} implements the 'crop' recipe only.",
+                hint="Use DECODER 'pillow' with the 'pad' or 'product' recipes.",
+                id="imgrec_app.E051",
+            )
+        ]
+    if precision == "bf16" and str(imgrec_settings.DEVICE) in ("cpu", "auto") and not native_bf16_cpu():
+        return [
+            Warning(
+                f"{SETTING_NAME}['PRECISION'] = 'bf16' but this machine's CPU has no native bfloat16 "
+                "(no avx512_bf16 or amx_bf16 flag): a CPU worker here refuses to embed.",
+                hint="Run the workers on CPUs with AVX512-BF16/AMX (or GPUs), or use PRECISION 'fp32'.",
+                id="imgrec_app.W050",
+            )
+        ]
     return []
 
 

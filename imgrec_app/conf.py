@@ -62,6 +62,14 @@ DEFAULTS: dict[str, Any] = {
     "TORCH_THREADS": None,
     # Mixed precision on CUDA: "fp16", "bf16" or None.
     "CUDA_AMP": "fp16",
+    # Precision of the forward pass: "fp32", or "bf16" (bfloat16 autocast, about 2x faster on CPUs
+    # with AVX512-BF16/AMX; refused where the device has no native bf16).  Part of the model id
+    # ("...:p1-bf16"): switching re-embeds the catalogue like a new backbone.
+    "PRECISION": "fp32",
+    # Who decodes JPEGs: "pillow" (decode threads, draft mode) or "torchvision" (batched
+    # ``torchvision.io.decode_jpeg`` on the model's device: nvjpeg on CUDA; resize on the device;
+    # other formats through Pillow).  For GPU workers; part of the model id ("...:p1-tv").
+    "DECODER": "pillow",
     # Threads that decode and preprocess the next batch while the model runs.
     "DECODE_WORKERS": 2,
     # How many generic (ImageNet) labels to keep per image.

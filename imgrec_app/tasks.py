@@ -18,7 +18,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from imgrec_app.conf import imgrec_settings
-from imgrec_app.ml.registry import WeightsNotFound
+from imgrec_app.ml.registry import PrecisionUnsupported, WeightsNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def embed_images(self: Any, image_ids: list[int]) -> dict[str, Any]:
         # one image at a time; then this task's own images, filled up with waiting ones.
         total = indexing.recover_dead_claims(limit=imgrec_settings.TASK_BATCH_SIZE)
         return total.add(indexing.process_images(image_ids, reclaim=reclaim)).as_dict()
-    except (WeightsNotFound, indexing.VectorSizeMismatch) as exc:
+    except (WeightsNotFound, PrecisionUnsupported, indexing.VectorSizeMismatch) as exc:
         # Nothing was claimed: the images stay pending and the sweeper re-queues them once the
         # model is fixed.  Retrying now would only burn through the queue.
         logger.error("imgrec cannot embed with its configured model, images stay pending: %s", exc)

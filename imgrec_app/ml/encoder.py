@@ -2,7 +2,11 @@
 
 Interface (sentence-transformers minus the 15 arguments): ``dim``, ``model_id``,
 ``encode(images, *, batch_size) -> np.ndarray`` of L2-normalised float32 rows.  CUDA when
-available (AMP, channels_last, uint8 transfer and normalisation on the device), CPU otherwise.
+available (AMP, channels_last, uint8 transfer from pinned memory and normalisation on the
+device), CPU otherwise.  ``precision="bf16"`` (part of the model id) runs the forward pass under
+bfloat16 autocast, refused where the device has no native bf16 (:class:`PrecisionUnsupported`).
+With the ``torchvision`` decoder, :meth:`Encoder.encode_payloads` decodes JPEG batches on the
+device (:mod:`imgrec_app.ml.tensor_decode`).
 On CUDA out-of-memory a batch is halved down to single images; a single image that still fails
 is reported as failed instead of killing the worker.
 """
@@ -19,7 +23,9 @@ import numpy as np
 
 from imgrec_app.ml.backbones import weights_version_for
 from imgrec_app.ml.framing import model_input
-from imgrec_app.ml.registry import RECIPE_OPTIONS, BackboneSpec, get_backbone
+from imgrec_app.ml.hardware import native_bf16_cpu
+from imgrec_app.ml.registry import RECIPE_OPTIONS, BackboneSpec, PrecisionUnsupported, get_backbone
+from imgrec_app.ml.tensor_decode import Payload, device_batch
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +51,14 @@ class Encoder:
         amp: str | None = "fp16",
         threads: int | None = None,
         top_labels: int = 5,
+        allow_emulated_bf16: bool = False,
     ) -> None:
+        """Build the backbone on ``device``.
+
+        Raises:
+            PrecisionUnsupported: ``precision`` bf16 without native support on the device (unless
+                ``allow_emulated_bf16``, for tests: same numbers, emulated and slow).
+        """
         import torch
 
         self.options = dict(options or {})
@@ -72,12 +85,37 @@ class Encoder:
                 self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[amp]
         else:
             model = model.to(memory_format=torch.channels_last)
+        if spec.precision == "bf16":
+            self._check_bf16(torch, allow_emulated_bf16)
+            self.amp_dtype = torch.bfloat16  # on CUDA too: the model id says bf16, CUDA_AMP yields
         self.model = model
         self._mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1) * 255.0
         self.categories = spec.categories() if spec.categories else None
         # One forward pass at a time per process: the model is shared by the worker's threads.
         self._lock = threading.Lock()
+
+    def _check_bf16(self, torch: Any, allow_emulated: bool) -> None:
+        if self.device.type == "cuda":
+            native = bool(torch.cuda.is_bf16_supported())
+            where = f"the GPU {torch.cuda.get_device_name(self.device)}"
+        elif self.device.type == "cpu":
+            native = native_bf16_cpu()
+            where = "this CPU (no avx512_bf16 or amx_bf16 flag in /proc/cpuinfo)"
+        else:
+            native, where = False, f"device {self.device}"
+        if not native and not allow_emulated:
+            raise PrecisionUnsupported(
+                f"IMGREC['PRECISION'] = 'bf16' but {where} has no native bfloat16: it would run "
+                "emulated, slower than fp32. Run this worker with PRECISION 'fp32' (another model id) "
+                "or on a CPU with AVX512-BF16/AMX or a GPU with bf16; images stay pending meanwhile."
+            )
+
+    @property
+    def decoder(self) -> str:
+        """Who decodes JPEGs: "pillow" (decode threads, :meth:`preprocess`) or "torchvision"
+        (:meth:`encode_payloads`, on the device)."""
+        return self.spec.decoder
 
     @property
     def decode_size(self) -> int:
@@ -114,6 +152,25 @@ class Encoder:
         with self._lock:
             return self._encode_split(arrays, 0)
 
+    def encode_payloads(self, payloads: Sequence[Payload]) -> EncodeResult:
+        """Embed a sub-batch of :class:`~imgrec_app.ml.tensor_decode.Payload` (the ``torchvision``
+        decoder): JPEGs decoded in one call on the device, every picture resized there; rows that
+        cannot be decoded or embedded are listed in ``errors`` with an ImageError code."""
+        with self._lock:
+            pixels, errors = device_batch(
+                payloads, resize_size=self.spec.resize_size, crop_size=self.spec.crop_size, device=self.device
+            )
+            ok = [row for row in range(len(payloads)) if row not in errors]
+            vectors = np.full((len(payloads), self.dim), np.nan, dtype=np.float32)
+            labels: list[list[dict[str, Any]]] = [[] for _ in payloads]
+            if ok:
+                result = self._encode_split(pixels, 0)
+                for j, row in enumerate(ok):
+                    vectors[row], labels[row] = result.vectors[j], result.labels[j]
+                    if j in result.errors:
+                        errors[row] = result.errors[j]
+            return EncodeResult(vectors, labels, errors)
+
     def _encode_split(self, arrays: np.ndarray, offset: int) -> EncodeResult:
         import torch
 
@@ -135,7 +192,13 @@ class Encoder:
         import torch
 
         with torch.inference_mode():
-            x = torch.from_numpy(arrays).to(self.device, non_blocking=True)
+            if isinstance(arrays, torch.Tensor):  # already on the device (encode_payloads)
+                x = arrays
+            elif self.device.type == "cuda":
+                # From pinned memory the copy is one DMA transfer that does not hold the host thread.
+                x = torch.from_numpy(arrays).pin_memory().to(self.device, non_blocking=True)
+            else:
+                x = torch.from_numpy(arrays)
             x = x.permute(0, 3, 1, 2).float()
             x = ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
             features, logits = self._run(x)

@@ -23,12 +23,24 @@ PREPROCESS_RECIPES: dict[str, str] = {"crop": PREPROCESS_VERSION, "pad": "pad1",
 # optionally "+flip" (the mean of the features of the image and its mirror image).
 POOLINGS = ("avg", "gem")
 POOLING_EXTRAS = ("flip",)
-# BACKBONE_OPTIONS keys that choose preprocessing/pooling; they are not passed to the factory.
-RECIPE_OPTIONS = ("preprocess", "pooling")
+# Numeric precision of the forward pass ("bf16": autocast to bfloat16, its own model id tag) and who
+# decodes JPEGs ("torchvision": batched ``torchvision.io.decode_jpeg`` on the model's device and a
+# torch resize there, its own tag; other formats are decoded by Pillow and resized the same way).
+# Both change the vectors slightly, so both are part of the model id.  Set through the IMGREC
+# settings ``PRECISION`` and ``DECODER`` (``services.models.configured_model``).
+PRECISIONS: dict[str, str] = {"fp32": "", "bf16": "bf16"}
+DECODERS: dict[str, str] = {"pillow": "", "torchvision": "tv"}
+# BACKBONE_OPTIONS keys that choose the recipe; they are not passed to the factory.
+RECIPE_OPTIONS = ("preprocess", "pooling", "precision", "decoder")
 
 
 class WeightsNotFound(FileNotFoundError):
     """The weights a backbone needs are not on this machine; the message names the file."""
+
+
+class PrecisionUnsupported(RuntimeError):
+    """The configured precision has no native support on this worker's device (e.g. bf16 on a
+    CPU without AVX512-BF16/AMX); the message names the fix.  Nothing is claimed or written."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,9 @@ class BackboneSpec:
     pooling: str = "avg"
     # Base poolings the factory can build (it receives ``pooling=<base>`` when not "avg").
     poolings: tuple[str, ...] = ("avg",)
+    # A PRECISIONS key and a DECODERS key (see above).
+    precision: str = "fp32"
+    decoder: str = "pillow"
 
     def model_id(self, weights_version: str | None = None) -> str:
         """Identity of the vectors this backbone makes: name, weights and preprocessing/pooling."""
@@ -59,9 +74,13 @@ class BackboneSpec:
 
     @property
     def recipe_tag(self) -> str:
-        """The model id's last part: "p1" for the original recipe (centre crop, average pooling)."""
-        tag = PREPROCESS_RECIPES[self.preprocess]
-        return tag if self.pooling == "avg" else f"{tag}-{self.pooling.replace('+', '-')}"
+        """The model id's last part: "p1" for the original recipe (centre crop, average pooling,
+        Pillow decoding, fp32); "p1-tv-bf16" for the same with torchvision decoding in bf16."""
+        parts = [PREPROCESS_RECIPES[self.preprocess]]
+        if self.pooling != "avg":
+            parts.append(self.pooling.replace("+", "-"))
+        parts += [t for t in (DECODERS[self.decoder], PRECISIONS[self.precision]) if t]
+        return "-".join(parts)
 
     @property
     def pooling_base(self) -> str:
@@ -85,9 +104,21 @@ class BackboneSpec:
                 f"choose one of: {', '.join(PREPROCESS_RECIPES)}."
             )
         pooling = normalise_pooling(options.get("pooling", self.pooling), allowed=self.poolings, backbone=self.name)
-        if preprocess == self.preprocess and pooling == self.pooling:
+        precision = options.get("precision", self.precision)
+        if precision not in PRECISIONS:
+            raise ValueError(f"Unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}.")
+        decoder = options.get("decoder", self.decoder)
+        if decoder not in DECODERS:
+            raise ValueError(f"Unknown decoder {decoder!r}; choose one of: {', '.join(DECODERS)}.")
+        if decoder != "pillow" and preprocess != "crop":
+            raise ValueError(
+                f"The {decoder} decoder implements the 'crop' recipe only, not {preprocess!r}; "
+                "use DECODER 'pillow' with it."
+            )
+        changed = dict(preprocess=preprocess, pooling=pooling, precision=precision, decoder=decoder)
+        if all(getattr(self, k) == v for k, v in changed.items()):
             return self
-        return replace(self, preprocess=preprocess, pooling=pooling)
+        return replace(self, **changed)
 
 
 def normalise_pooling(value: Any, *, allowed: tuple[str, ...] = POOLINGS, backbone: str = "") -> str:

@@ -31,6 +31,7 @@ from django.utils import timezone
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import get_image_source
 from imgrec_app.ml.preprocess import ImageError, load_rgb
+from imgrec_app.ml.tensor_decode import Payload, prepare_payload
 from imgrec_app.models import ImageEmbedding, IndexedImage
 from imgrec_app.services.indexing_claims import (
     claim,
@@ -173,7 +174,7 @@ class BatchSummary:
 @dataclass
 class _Work:
     image: IndexedImage
-    data: np.ndarray | None = None
+    data: np.ndarray | Payload | None = None  # Payload with the torchvision decoder
     file_hash: str = ""
     error: ImageError | None = None
     reuse: ImageEmbedding | None = None
@@ -239,6 +240,11 @@ def _prepare(work: _Work, encoder: Any) -> _Work:
         except (FileNotFoundError, OSError) as exc:
             raise ImageError("missing_file", f"The file cannot be read: {exc}") from exc
         work.file_hash = hashlib.sha256(raw).hexdigest()
+        if encoder.decoder == "torchvision":  # header checks here, the decode on the device later
+            work.data = prepare_payload(
+                raw, allowed_formats=imgrec_settings.ALLOWED_FORMATS, max_pixels=imgrec_settings.MAX_IMAGE_PIXELS
+            )
+            return work
         img = load_rgb(
             raw,
             allowed_formats=imgrec_settings.ALLOWED_FORMATS,
@@ -366,7 +372,10 @@ def _encode(works: list[_Work], encoder: Any, ref: ModelRef) -> list[_Result]:
     vectors: dict[int, tuple[np.ndarray, list]] = {}
     errors: dict[int, ImageError] = {}
     if todo:
-        result = encoder.encode_arrays(np.stack([w.data for w in todo]))  # type: ignore[misc]  # decoded: data set
+        if encoder.decoder == "torchvision":
+            result = encoder.encode_payloads([w.data for w in todo])
+        else:
+            result = encoder.encode_arrays(np.stack([w.data for w in todo]))  # type: ignore[misc]  # decoded: data set
         for row, work in enumerate(todo):
             if row in result.errors:
                 errors[work.image.pk] = ImageError(result.errors[row], "The model could not embed it.")

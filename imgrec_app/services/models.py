@@ -28,10 +28,21 @@ class ModelRef:
     dim: int
 
 
-def configured_model() -> ModelRef:
-    """The backbone named by ``IMGREC["BACKBONE"]`` (and its options)."""
-    name = imgrec_settings.BACKBONE
+def configured_options() -> dict[str, Any]:
+    """``BACKBONE_OPTIONS`` plus the ``PRECISION`` and ``DECODER`` settings where they are not
+    the defaults (so the default configuration keeps its options, encoder and model id)."""
     options = dict(imgrec_settings.BACKBONE_OPTIONS or {})
+    if imgrec_settings.PRECISION != "fp32":
+        options["precision"] = imgrec_settings.PRECISION
+    if imgrec_settings.DECODER != "pillow":
+        options["decoder"] = imgrec_settings.DECODER
+    return options
+
+
+def configured_model() -> ModelRef:
+    """The backbone named by ``IMGREC["BACKBONE"]`` (and its options, precision and decoder)."""
+    name = imgrec_settings.BACKBONE
+    options = configured_options()
     spec = get_backbone(name).with_options(options)  # preprocess/pooling are part of the id
     return ModelRef(
         name=name,
