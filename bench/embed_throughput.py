@@ -22,8 +22,9 @@ Examples::
 
     .venv/bin/python bench/embed_throughput.py                      # CPU, 96 JPEG + 48 PNG
     .venv/bin/python bench/embed_throughput.py --sweep              # + quick-win variants
+    .venv/bin/python bench/embed_throughput.py --precision bf16     # CPUs with AVX512-BF16/AMX
     IMGREC_DEVICE=cuda python bench/embed_throughput.py --device cuda --amp fp16 --images 4096 \\
-        --batch-size 256 --task-batch-size 1024 --decode-workers 14 --experiment compile
+        --batch-size 256 --task-batch-size 1024 --decode-workers 14 --decoder torchvision
 """
 
 from __future__ import annotations
@@ -416,6 +417,7 @@ def run_config(
         "batch_size": batch,
         "task_batch_size": int(imgrec_settings.TASK_BATCH_SIZE),
         "decode_workers": int(imgrec_settings.DECODE_WORKERS),
+        "model_id": encoder.model_id,
         "torch_threads": torch.get_num_threads(),
         "rows": rows,
     }
@@ -462,6 +464,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="BATCH_SIZE (images per forward pass)")
     p.add_argument("--task-batch-size", type=int, default=None, help="TASK_BATCH_SIZE (images per task)")
     p.add_argument("--decode-workers", type=int, default=None, help="DECODE_WORKERS")
+    p.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="PRECISION (bf16: its own model id)")
+    p.add_argument(
+        "--decoder", default=None, choices=["pillow", "torchvision"], help="DECODER (torchvision: JPEGs on the device)"
+    )
     p.add_argument(
         "--experiment", default="none", choices=EXPERIMENTS, help="an encoder variant that is not in production"
     )
@@ -494,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
         BATCH_SIZE=args.batch_size,
         TASK_BATCH_SIZE=args.task_batch_size,
         DECODE_WORKERS=args.decode_workers,
+        PRECISION=args.precision,
+        DECODER=args.decoder,
     )
     if args.amp == "none":
         base["CUDA_AMP"] = ""
