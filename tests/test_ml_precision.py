@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from imgrec_app.ml.encoder import Encoder
 from imgrec_app.ml.hardware import BF16_FLAGS, cpu_flags, native_bf16_cpu
@@ -13,6 +12,9 @@ from imgrec_app.ml.registry import PrecisionUnsupported, get_backbone
 from imgrec_app.ml.tensor_decode import Payload, prepare_payload
 from tests.faults import backbones as fault
 from tests.test_ml_tensor_decode import ALLOWED, BUDGET, encode, picture
+
+torch = pytest.importorskip("torch")  # the torch-free CI job skips this module
+pytestmark = pytest.mark.torch
 
 
 def test_precision_and_decoder_are_part_of_the_model_id() -> None:

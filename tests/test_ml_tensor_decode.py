@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from imgrec_app.ml.preprocess import ImageError, load_rgb, resize_center_crop
@@ -14,6 +13,8 @@ from tests.test_ml_preprocess import encode, oriented_jpeg
 
 ALLOWED = ["JPEG", "PNG", "WEBP", "GIF"]
 BUDGET = 40_000_000
+torch = pytest.importorskip("torch")  # the torch-free CI job skips this module
+pytestmark = pytest.mark.torch
 CPU = torch.device("cpu")
 
 

@@ -18,6 +18,9 @@ from tests.faults import backbones as fault
 from tests.test_ml_preprocess import oriented_jpeg
 from tests.test_ml_tensor_decode import encode, picture
 
+pytest.importorskip("torch")  # the torch-free CI job skips this module
+pytestmark = pytest.mark.torch
+
 Status = IndexedImage.Status
 
 
