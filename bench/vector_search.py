@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         "--storage", choices=["vector", "halfvec"], default="vector", help="IMGREC['VECTOR_STORAGE'] of index and queries"
     )
     p.add_argument(
-        "--dims", type=int, default=1280, help="vector size: fewer than the backbone's projects the vectors (see project())"
+        "--dims", type=int, default=1280, help="vector size (fewer than the backbone's: projected, see project())"
     )
     args = p.parse_args(argv)
     DIM = args.dims
