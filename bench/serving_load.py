@@ -7,10 +7,12 @@ and ``--text``.  Then a server on ``127.0.0.1:PORT`` (gunicorn when installed, e
 keep-alive connections (``http.client``), each a visitor with its own session cookie:
 
 * *steady* phase: an open-loop arrival rate (``--rate`` requests/s in all, Poisson) for
-  ``--duration`` seconds, a third each of product pages (both shelves rendered), the similar API
-  and the recommendations API; every visitor first views a few products, so for-you is
-  personal.  Latency percentiles come from this phase (targets: p95 ≤ 50 ms similar,
-  ≤ 80 ms for-you, no errors).
+  ``--duration`` seconds, a fifth each of product pages (all shelves rendered), the similar API,
+  the recommendations API and two hand-written peers (``bench/peer_view.py``): the same product
+  page without imgrec's shelves and a one-statement k-NN view; every visitor first views a few
+  products, so for-you is personal.  Latency percentiles come from this phase (issue 12 targets:
+  p95 ≤ 30 ms similar, ≤ 60 ms for-you, product page ≤ page without shelves + 20 ms, no errors),
+  with each imgrec request's ratio to its peer measured in the same run.
 * *saturation* phase: ``--users`` visitors in a closed loop with no think time for
   ``--saturation`` seconds: the most requests per second the machine serves.
 
@@ -41,7 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _common as common  # noqa: E402
 
-KINDS = ("product page", "similar API", "for-you API")
+KINDS = ("product page", "similar API", "for-you API", "page without shelves", "peer similar API")
+# Each imgrec request and its hand-written peer (bench/peer_view.py), measured under the same load.
+PEER_OF = {"product page": "page without shelves", "similar API": "peer similar API"}
 SERVER_LOG = common.var_dir() / "serving-server.log"
 
 
@@ -74,15 +78,23 @@ def queries_per_request(products: list[tuple[int, str]]) -> dict[str, int]:
         client.get(path)
     out = {}
     pk, path = products[5]
-    for kind, url in zip(
-        KINDS, (path, f"/api/imgrec/products/{pk}/similar/?limit=8", "/api/imgrec/recommendations/?limit=8")
-    ):
+    for kind, url in zip(KINDS, (url_of(kind, pk, path) for kind in KINDS)):
         client.get(url)  # warm caches (content types, serving model)
         with CaptureQueriesContext(connection) as ctx:
             response = client.get(url)
         assert response.status_code == 200, (url, response.status_code)
         out[kind] = len(ctx.captured_queries)
     return out
+
+
+def url_of(kind: str, pk: int, path: str) -> str:
+    return {
+        "product page": path,
+        "similar API": f"/api/imgrec/products/{pk}/similar/?limit=8",
+        "for-you API": "/api/imgrec/recommendations/?limit=8",
+        "page without shelves": f"/bench/peer{path}",
+        "peer similar API": f"/bench/peer/products/{pk}/similar/",
+    }[kind]
 
 
 # --- the server -----------------------------------------------------------------------------------------
@@ -182,11 +194,7 @@ class Visitor:
 
     def url(self, kind: str) -> str:
         pk, path = self.rng.choice(self.products)
-        if kind == "product page":
-            return path
-        if kind == "similar API":
-            return f"/api/imgrec/products/{pk}/similar/?limit=8"
-        return "/api/imgrec/recommendations/?limit=8"
+        return url_of(kind, pk, path)
 
     def browse_a_little(self) -> None:
         for _ in range(3):
@@ -249,7 +257,7 @@ def steady(
                 return
             if delay > 0:
                 time.sleep(delay)
-            kind = KINDS[rng.randrange(3)]
+            kind = KINDS[rng.randrange(len(KINDS))]
             status, seconds = v.get(v.url(kind))
             rec.add(kind, status, seconds)
 
@@ -274,7 +282,7 @@ def saturation(
         v = Visitor(port, products, rng)
         v.browse_a_little()
         while time.monotonic() < end:
-            kind = KINDS[rng.randrange(3)]
+            kind = KINDS[rng.randrange(len(KINDS))]
             status, seconds = v.get(v.url(kind))
             rec.add(kind, status, seconds)
 
@@ -285,6 +293,18 @@ def saturation(
     for t in threads:
         t.join(timeout=duration + 120)
     return rec, time.monotonic() - t0
+
+
+def add_peer_ratios(rows: list[dict[str, Any]]) -> None:
+    """Each imgrec row against its peer's row of the same phase (:data:`PEER_OF`)."""
+    by = {(r["phase"], r["request"]): r for r in rows}
+    for row in rows:
+        peer = by.get((row["phase"], PEER_OF.get(row["request"], "")))
+        if peer is None or not peer["count"] or not row["count"]:
+            continue
+        row["÷ peer p50"] = round(row["p50 ms"] / peer["p50 ms"], 2)
+        row["÷ peer p95"] = round(row["p95 ms"] / peer["p95 ms"], 2)
+        row["p95 − peer p95 ms"] = round(row["p95 ms"] - peer["p95 ms"], 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,10 +348,28 @@ def main(argv: list[str] | None = None) -> int:
         stop_server(proc)
     for row in rows:
         row["SQL queries"] = queries[row["request"]]
+    add_peer_ratios(rows)
     common.print_table(
         rows,
-        ["phase", "request", "count", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "SQL queries"],
-        title=f"Serving on loopback ({server}; targets: p95 ≤ 50 ms similar, ≤ 80 ms for-you, 0 errors)",
+        [
+            "phase",
+            "request",
+            "count",
+            "errors",
+            "req/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "÷ peer p50",
+            "÷ peer p95",
+            "p95 − peer p95 ms",
+            "SQL queries",
+        ],
+        title=(
+            f"Serving on loopback ({server}; targets: p95 ≤ 30 ms similar, ≤ 60 ms for-you, "
+            "product page p95 ≤ page without shelves + 20 ms, 0 errors)"
+        ),
     )
     total = sum(r["count"] for r in rows if r["phase"].startswith("saturation"))
     if args.saturation > 0:

@@ -12,3 +12,6 @@ from tests.settings import *  # noqa: F401,F403
 from tests.settings import VAR_DIR
 
 MEDIA_ROOT = str(Path(os.environ.get("IMGREC_BENCH_MEDIA", Path(VAR_DIR) / "bench-media")))
+# imgrec's URLs plus the hand-written peers that bench/similar_peer.py and bench/serving_load.py
+# measure imgrec against (the demo's URLconf is included whole).
+ROOT_URLCONF = "bench.peer_view"

@@ -35,10 +35,12 @@ def test_similar_endpoint_statements_cold_and_cached(client, catalogue):  # noqa
         first = client.get(url)
     with CaptureQueriesContext(connection) as cached:
         again = client.get(url)
-    assert len(cold) == 3  # the product, one k-NN statement (rules, fusion, near-duplicates), the shelf's products
-    # The product through the visibility rule (a hidden id is a 404 like a missing one), then the
-    # cached ids through the rules (images, product existence checked).
-    assert len(cached) == 2
+    # No query for the product itself: the k-NN statement (rules, fusion, near-duplicates) says
+    # whether a visitor may see it, then the shelf's products.
+    assert len(cold) == 2
+    # The cached ids through the rules, with the product's visibility, existence, the serving
+    # model and the vector stamp as columns.
+    assert len(cached) == 1
     assert first.json() == again.json() and len(first.json()["results"]) == 8
 
 
@@ -52,6 +54,35 @@ def test_cached_shelf_of_a_deleted_product_is_404(client, catalogue):  # noqa: F
     type(products[0]).objects.filter(pk=products[0].pk)._raw_delete("default")
     assert ProductVector.objects.filter(object_id=str(products[0].pk)).exists()
     assert client.get(url).status_code == 404
+
+
+def test_cached_shelf_of_a_product_hidden_since_is_404(client, catalogue):  # noqa: F811
+    products, _ = catalogue
+    url = f"/api/imgrec/products/{products[0].pk}/similar/?limit=8"
+    assert client.get(url).status_code == 200  # now cached
+    type(products[0]).objects.filter(pk=products[0].pk).update(published=False)  # no signal fires
+    assert client.get(url).status_code == 404
+    assert client.get(f"/api/imgrec/products/{products[1].pk}/similar/?limit=8").status_code == 200
+
+
+def test_similar_endpoint_uses_the_visibility_rule_not_the_shelf_rule(client, catalogue):  # noqa: F811
+    """A sold-out product is visible (its page exists): its shelf is served, itself never on one."""
+    products, _ = catalogue
+    type(products[0]).objects.filter(pk=products[0].pk).update(stock=0)
+    response = client.get(f"/api/imgrec/products/{products[0].pk}/similar/?limit=8")
+    assert response.status_code == 200 and len(response.json()["results"]) == 8
+    shelf = client.get(f"/api/imgrec/products/{products[3].pk}/similar/?limit=8").json()["results"]
+    assert str(products[0].pk) not in {r["product_id"] for r in shelf}
+
+
+def test_similar_endpoint_of_a_product_without_vector(client, catalogue, make_product):  # noqa: F811
+    """The labelled fallback for a visible product; a hidden one is a 404 on that path too."""
+    lonely = make_product("new shoe", category="shoes")
+    hidden = make_product("draft shoe", category="shoes", published=False)
+    response = client.get(f"/api/imgrec/products/{lonely.pk}/similar/?limit=5")
+    assert response.status_code == 200
+    assert {r["source"] for r in response.json()["results"]} <= {"fallback:category", "fallback:trending", "fallback:new"}
+    assert client.get(f"/api/imgrec/products/{hidden.pk}/similar/?limit=5").status_code == 404
 
 
 @pytest.mark.parametrize("limit", ["0", "51", "abc"])

@@ -183,6 +183,10 @@ def test_viewed_together_pairs_feed_similar_products(catalogue, settings):
     assert CoView.objects.get(object_id=str(a.pk), other_id=str(b.pk)).visitors == 3
     items = recommend.similar_products(a, limit=5)
     assert items[0].product_id == str(b.pk) and items[0].reason == "Often viewed together"
+    # The rules inside the viewed-together part of the statement itself (attach=False: no
+    # second pass through the rules when the products are loaded).
+    type(b).objects.filter(pk=b.pk).update(stock=0)
+    assert str(b.pk) not in {i.product_id for i in recommend.similar_products(a, limit=5, attach=False)}
 
 
 def test_category_cap_diversifies_the_shelf(catalogue, settings):

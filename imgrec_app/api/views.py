@@ -111,17 +111,22 @@ class SimilarProductsView(APIView):
         responses=s.ShelfSerializer,
     )
     def get(self, request: Request, product_id: str) -> Response:
-        product = _visible_product(product_id)
-        same = request.query_params.get("same_category", "").lower() in ("1", "true", "yes")
+        limit = _limit(request)
+        if request.query_params.get("same_category", "").lower() in ("1", "true", "yes"):
+            product = _visible_product(product_id)
+            return _shelf_response(
+                request, lambda n: recommend.similar_products(product, limit=n, same_category=True), limit
+            )
 
-        def items_for(limit: int) -> list[Any]:
-            # A cached shelf first: one query (it re-applies the rules to the cached ids).
-            items = None if same else similar.cached_shelf(product_id, limit=limit)
+        def items_for(n: int) -> list[Any]:
+            # No query for the product: cached, the check query answers its visibility (one query
+            # in all); cold, the shelf statement does.
+            items = similar.shelf_by_id(product_id, limit=n)
             if items is None:
-                items = recommend.similar_products(product, limit=limit, same_category=same)
+                raise Http404("No such product.")
             return items
 
-        return _shelf_response(request, items_for, _limit(request))
+        return _shelf_response(request, items_for, limit)
 
 
 class BoughtTogetherView(APIView):

@@ -10,8 +10,10 @@ model's row (so a model switch made by another process is noticed without a quer
 Python fuses, dedupes and diversifies the few dozen rows; one more query loads the products
 (the rules applied again, primary image URLs annotated).
 
-Cached (``SHELF_CACHE``), a shelf is one query (the API looks it up by product id first, :func:`cached_shelf`, so a cached request is that one query): the cached product ids loaded through the rules,
-with the serving model and the product's vector stamp as scalar subqueries.  Any id the rules
+Cached (``SHELF_CACHE``), a shelf is one query: the cached product ids loaded through the rules,
+with the serving model and the product's vector stamp as scalar subqueries (and, asked by id as
+the API does, :func:`shelf_by_id`, whether a visitor may see the product: no query of its own for
+the product, cold or cached).  Any id the rules
 now exclude (sold out, unpublished, deleted), a model switch or a change of the product's own
 vectors throws the entry away and the shelf is computed again.  See docs/DESIGN.md, "Shelf cache".
 """
@@ -25,7 +27,7 @@ from typing import Any
 
 from django.core.cache import caches
 from django.db import router
-from django.db.models import QuerySet
+from django.db.models import Exists, QuerySet
 from django.db.models.expressions import RawSQL
 
 from imgrec_app.conf import imgrec_settings
@@ -35,6 +37,7 @@ from imgrec_app.hosts import (
     product_category,
     product_content_type,
     product_key,
+    visible_products,
 )
 from imgrec_app.models import ProductVector, ServingModel
 from imgrec_app.services import models as serving_models
@@ -86,20 +89,23 @@ def shelf_cache() -> Any:
     return caches[imgrec_settings.SHELF_CACHE_ALIAS]
 
 
-def load_products(ids: Sequence[str], restrict: QuerySet, *, check: tuple[int, str] | None = None) -> dict[str, Any]:
+def load_products(
+    ids: Sequence[str], restrict: QuerySet, *, check: tuple[int, str] | None = None, visible: bool = False
+) -> dict[str, Any]:
     """The products among ``ids`` that the rules allow now, by id, primary image annotated.
 
-    With ``check=(content type id, product key)`` each row also carries the serving model
-    (``_imgrec_serving``) and the product's vector stamp (``_imgrec_stamp``): one query tells
-    whether a cached shelf is still valid.
+    With ``check=(content type id, product key)`` each row also carries (``_imgrec_check``) the
+    serving model, whether the product still exists (with ``visible``: whether a visitor may
+    see it, ``VISIBLE_PRODUCTS``) and the product's vector stamp: one query tells whether a
+    cached shelf is still valid.
     """
     if not ids:
         return {}
-    to_python = get_product_model()._meta.pk.to_python
+    model = get_product_model()
+    to_python = model._meta.pk.to_python
     qs = presentation.with_primary_image(restrict.filter(pk__in=[to_python(i) for i in ids]))
     if check is not None:
         sm = ServingModel._meta.db_table
-        model = get_product_model()
         table, pk_col = model._meta.db_table, model._meta.pk.column
         qs = qs.annotate(
             _imgrec_check=RawSQL(
@@ -109,6 +115,9 @@ def load_products(ids: Sequence[str], restrict: QuerySet, *, check: tuple[int, s
                 [check[1], *check],
             )
         )
+        if visible:
+            visible_qs = visible_products().using(restrict.db).order_by().filter(pk=to_python(check[1]))
+            qs = qs.annotate(_imgrec_visible=Exists(visible_qs))
     return {product_key(p.pk): p for p in qs.order_by()}
 
 
@@ -128,67 +137,110 @@ def similar_products(
     product: Any, *, limit: int, same_category: bool = False, price_band: float | None = None, attach: bool = True
 ) -> list[Any]:
     """See :func:`imgrec_app.services.recommend.similar_products` (which calls this)."""
-    from imgrec_app.services import recommend
-
-    limit = recommend.clamp_limit(limit)
-    using = shelf_database()
-    rules = recommend._rules(
-        same_category_as=product if same_category else None, price_band=price_band, product=product
-    )
-    restrict = rules.using(using)
-    serving = serving_models.cached_serving_model(using=using)
-    use_cache = bool(attach and imgrec_settings.SHELF_CACHE and serving is not None)
-    ckey = None
-    if use_cache:
-        ckey = cache_key(product, serving[0], limit=limit, same_category=same_category, price_band=price_band)
-        entry = shelf_cache().get(ckey)
-        if entry is not None:
-            items = _from_cache(entry, restrict, product)
-            if items is not None:
-                return items
-            shelf_cache().delete(ckey)
-            serving = serving_models.cached_serving_model(using=using)
-            use_cache = serving is not None
-            if use_cache:
-                ckey = cache_key(product, serving[0], limit=limit, same_category=same_category, price_band=price_band)
-    items, stamp = _compute(product, limit=limit, restrict=restrict, rules=rules, using=using, serving=serving)
-    if not attach:
-        return items
-    products = load_products([i.product_id for i in items], restrict)
-    items = _attach(items, products)
-    if use_cache and stamp is not None and items:
-        served = serving_models.cached_serving_model(using=using)
-        entry = {
-            "items": [(i.product_id, i.score, str(i.reason), i.source, i.because_of) for i in items],
-            "model": served[0] if served else None,
-            "stamp": stamp,
-        }
-        shelf_cache().set(ckey, entry, timeout=imgrec_settings.SHELF_CACHE_TIMEOUT)
-    return items
+    shelf = _Shelf(product, limit=limit, same_category=same_category, price_band=price_band, attach=attach)
+    items = shelf.cached()
+    return items if items is not None else shelf.compute()  # type: ignore[return-value]
 
 
-def cached_shelf(product_id: str, *, limit: int) -> list[Any] | None:
-    """The cached public shelf of the product with this id, or None on a miss (then fetch the
-    product and call :func:`similar_products`).  Saves the product's own query on a hit: the
-    check query also tells whether the product still exists.  Plain shelves only (no
-    same-category or price band: those need the product's fields for the key)."""
-    from imgrec_app.services import recommend
+def shelf_by_id(product_id: Any, *, limit: int) -> list[Any] | None:
+    """The public similar shelf of the product with this id, or None when a visitor may not see
+    such a product (missing, malformed id or hidden by ``VISIBLE_PRODUCTS``: the API's 404).
 
-    if not imgrec_settings.SHELF_CACHE:
-        return None
+    No query for the product itself: cached, the check query also answers the visibility; cold,
+    the shelf statement does (the product is fetched only when a labelled fallback needs its
+    category).  Plain shelves only (no same-category or price band).
+    """
     try:
         pk = get_product_model()._meta.pk.to_python(product_id)
     except Exception:
         return None
-    using = shelf_database()
-    serving = serving_models.cached_serving_model(using=using)
-    if serving is None or pk is None:
+    if pk is None:
         return None
-    key = cache_key(pk, serving[0], limit=recommend.clamp_limit(limit), same_category=False, price_band=None)
-    entry = shelf_cache().get(key)
-    if entry is None:
+    shelf = _Shelf(pk, limit=limit, by_id=True)
+    items = shelf.cached()
+    return items if items is not None else shelf.compute()
+
+
+def cached_shelf(product_id: str, *, limit: int) -> list[Any] | None:
+    """The cached public shelf of the visible product with this id, or None (a miss, or not visible)."""
+    try:
+        pk = get_product_model()._meta.pk.to_python(product_id)
+    except Exception:
         return None
-    return _from_cache(entry, recommend._rules().using(using), pk)
+    return None if pk is None else _Shelf(pk, limit=limit, by_id=True).cached()
+
+
+class _Shelf:
+    """One similar shelf: its rules, serving model and cache key; from the cache or computed."""
+
+    def __init__(
+        self,
+        product: Any,
+        *,
+        limit: int,
+        same_category: bool = False,
+        price_band: float | None = None,
+        attach: bool = True,
+        by_id: bool = False,
+    ) -> None:
+        from imgrec_app.services import recommend
+
+        # ``by_id``: ``product`` is a primary key, and the visitor's right to see it is checked.
+        self.product, self.by_id, self.attach = product, by_id, attach
+        self.limit = recommend.clamp_limit(limit)
+        self.same_category, self.price_band = same_category, price_band
+        self.using = shelf_database()
+        self.rules = recommend._rules(
+            same_category_as=product if same_category else None, price_band=price_band, product=product
+        )
+        self.restrict = self.rules.using(self.using)
+        self.serving = serving_models.cached_serving_model(using=self.using)
+
+    def key(self, model_id: str) -> str:
+        return cache_key(
+            self.product, model_id, limit=self.limit, same_category=self.same_category, price_band=self.price_band
+        )
+
+    def cached(self) -> list[Any] | None:
+        """The shelf from the cache if its entry is still valid (a stale entry is deleted)."""
+        if not (self.attach and imgrec_settings.SHELF_CACHE and self.serving is not None):
+            return None
+        key = self.key(self.serving[0])
+        entry = shelf_cache().get(key)
+        if entry is None:
+            return None
+        items = _from_cache(entry, self.restrict, self.product, visible=self.by_id)
+        if items is None:
+            shelf_cache().delete(key)
+            self.serving = serving_models.cached_serving_model(using=self.using)  # forgotten on a switch
+        return items
+
+    def compute(self) -> list[Any] | None:
+        """The shelf computed (cold) and cached; None when ``by_id`` and not visible."""
+        items, stamp = _compute(self)
+        if items is None or not self.attach:
+            return items
+        items = _attach(items, load_products([i.product_id for i in items], self.restrict))
+        served = serving_models.cached_serving_model(using=self.using)
+        if imgrec_settings.SHELF_CACHE and stamp is not None and items and served is not None:
+            entry = {
+                "items": [(i.product_id, i.score, str(i.reason), i.source, i.because_of) for i in items],
+                "model": served[0],
+                "stamp": stamp,
+            }
+            shelf_cache().set(self.key(served[0]), entry, timeout=imgrec_settings.SHELF_CACHE_TIMEOUT)
+        return items
+
+    def instance(self) -> Any:
+        """The product itself (fetched, visibility checked, only for a ``by_id`` fallback)."""
+        if not self.by_id:
+            return self.product
+        from imgrec_app.hosts import get_visible_product
+
+        try:
+            return get_visible_product(self.product)
+        except LookupError:
+            return None
 
 
 def _attach(items: list[Any], products: dict[str, Any]) -> list[Any]:
@@ -200,17 +252,19 @@ def _attach(items: list[Any], products: dict[str, Any]) -> list[Any]:
     return out
 
 
-def _from_cache(entry: dict[str, Any], restrict: QuerySet, product: Any) -> list[Any] | None:
-    """The cached shelf if every item still passes the rules and nothing it came from changed."""
+def _from_cache(entry: dict[str, Any], restrict: QuerySet, product: Any, *, visible: bool = False) -> list[Any] | None:
+    """The cached shelf if every item still passes the rules and nothing it came from changed
+    (with ``visible``: and a visitor may still see the product)."""
     from imgrec_app.services.recommend import Recommendation
 
     ids = [row[0] for row in entry["items"]]
-    products = load_products(ids, restrict, check=(product_content_type().pk, product_key(product)))
+    products = load_products(ids, restrict, check=(product_content_type().pk, product_key(product)), visible=visible)
     if len(products) != len(ids):
         return None  # an item is sold out, unpublished or deleted now: compute the shelf again
-    serving, exists, stamp = next(iter(products.values()))._imgrec_check.split(" ", 2)
-    if exists != "true":
-        return None  # the product itself is gone
+    first = next(iter(products.values()))
+    serving, exists, stamp = first._imgrec_check.split(" ", 2)
+    if exists != "true" or (visible and not first._imgrec_visible):
+        return None  # the product itself is gone (or hidden now)
     if serving != entry["model"]:
         serving_models.forget_serving_models()
         return None
@@ -223,43 +277,56 @@ def _from_cache(entry: dict[str, Any], restrict: QuerySet, product: Any) -> list
     return _attach(items, products)
 
 
-def _compute(
-    product: Any, *, limit: int, restrict: QuerySet, rules: QuerySet, using: str, serving: tuple[str, int] | None
-) -> tuple[list[Any], str | None]:
-    """The shelf computed (cold): ``(items, vector stamp or None)``.
+def _compute(shelf: _Shelf) -> tuple[list[Any] | None, str | None]:
+    """The shelf computed (cold): ``(items, vector stamp or None)``; items None when the shelf
+    is asked by id and a visitor may not see the product.
 
-    ``restrict`` is the rules on the shelf database; the labelled fallbacks (trending: history
-    tables) read the default database with ``rules`` (Django refuses subqueries across aliases).
+    ``shelf.restrict`` is the rules on the shelf database; the labelled fallbacks (trending:
+    history tables) read the default database with ``shelf.rules`` (Django refuses subqueries
+    across aliases).
     """
     from imgrec_app.services import recommend
 
-    key = product_key(product)
-    n = limit * int(imgrec_settings.CANDIDATE_FACTOR)
+    key = product_key(shelf.product)
+    n = shelf.limit * int(imgrec_settings.CANDIDATE_FACTOR)
+    serving, using, restrict = shelf.serving, shelf.using, shelf.restrict
     mods = modalities(serving)
     res = None
-    want_vectors = imgrec_settings.DIVERSITY == "mmr"
     ct = product_content_type().pk
+    options = {
+        "ct": ct,
+        "key": key,
+        "n": n,
+        "restrict": restrict,
+        "using": using,
+        "want_vectors": imgrec_settings.DIVERSITY == "mmr",
+        "check_visible": shelf.by_id,
+    }
     if mods:
-        res = run(mods, ct=ct, key=key, n=n, restrict=restrict, using=using, want_vectors=want_vectors)
+        res = run(mods, **options)
         if res.serving != serving:  # switched by another process since this one cached it
             serving_models.remember_serving_model(res.serving, using=using)
             mods = modalities(res.serving)
-            res = (
-                run(mods, ct=ct, key=key, n=n, restrict=restrict, using=using, want_vectors=want_vectors)
-                if mods
-                else None
-            )
+            res = run(mods, **options) if mods else None
+    if res is not None and res.visible is False:
+        return None, None
     if res is None or not res.has_vector:
-        items = recommend._fallback(limit=limit, exclude={key}, restrict=rules, category_of=product)
+        product = shelf.instance()
+        if product is None:
+            return None, None
+        items = recommend._fallback(limit=shelf.limit, exclude={key}, restrict=shelf.rules, category_of=product)
         return items, res.stamp if res is not None else None
     scored = fuse(res.rows, key)
     scored = dedupe(scored, {r.object_id: r for r in res.rows})
-    scored = diversify(scored, {r.object_id: r for r in res.rows}, limit, restrict)
-    if len(scored) < limit:
+    scored = diversify(scored, {r.object_id: r for r in res.rows}, shelf.limit, restrict)
+    if len(scored) < shelf.limit:
+        product = shelf.instance()
+        if product is None:
+            return None, None
         scored += recommend._fallback(
-            limit=limit - len(scored),
+            limit=shelf.limit - len(scored),
             exclude={key, *(r.product_id for r in scored)},
-            restrict=rules,
+            restrict=shelf.rules,
             category_of=product,
         )
     return scored, res.stamp

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, QuerySet
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast
 
 from imgrec_app.conf import imgrec_settings
-from imgrec_app.hosts import get_product_model
+from imgrec_app.hosts import get_product_model, visible_products
 from imgrec_app.models import CoView, ProductVector, ServingModel
 from imgrec_app.querysets import index_vector_type
 from imgrec_app.services import search
@@ -52,6 +53,8 @@ class Result:
     stamp: str
     has_vector: bool
     rows: list[Row]
+    # Whether a visitor may see the product (VISIBLE_PRODUCTS), when the statement was asked.
+    visible: bool | None = None
 
 
 def modalities(serving: tuple[str, int] | None) -> list[Modality]:
@@ -77,10 +80,30 @@ def _pk_field() -> Any:
     return pk.target_field if pk.is_relation else pk
 
 
-def _rules_on(model: type, column: str, restrict: QuerySet, using: str) -> tuple[str, list[Any]]:
-    """``EXISTS (rules AND pk = <column>::pk type)`` as SQL on ``model``'s table."""
-    allowed = Exists(restrict.order_by().filter(pk=Cast(OuterRef(column), output_field=_pk_field())))
-    return _where(model.objects.filter(allowed), using)
+# Stands for the outer column in the rules' EXISTS, compiled once per shelf and used by the k-NN
+# and the viewed-together pairs alike (compiling the host's rules was the largest Python cost of a
+# cold shelf, bench/similar_peer.py).
+_OUTER = "imgrec_outer_column__"
+
+
+class Rules:
+    """``EXISTS (rules AND pk = <outer column>::pk type)``, compiled once, placed on any column."""
+
+    def __init__(self, restrict: QuerySet, using: str) -> None:
+        outer = Cast(RawSQL(_OUTER, ()), output_field=_pk_field())
+        allowed = Exists(restrict.order_by().filter(pk=outer))
+        self.sql, self.params = _where(get_product_model().objects.filter(allowed), using)
+        if self.sql.count(_OUTER) != 1:  # pragma: no cover - a rule that repeats the pk filter
+            raise ValueError("the shop's rules compiled to unexpected SQL")
+
+    def on(self, column: str) -> tuple[str, list[Any]]:
+        return self.sql.replace(_OUTER, column), list(self.params)
+
+
+def _visible_sql(key: str, using: str) -> tuple[str, list[Any]]:
+    """``EXISTS (visible product with this key)``: the API's 404 answered by the shelf statement."""
+    pk = get_product_model()._meta.pk.to_python(key)
+    return _where(get_product_model().objects.filter(Exists(visible_products().order_by().filter(pk=pk))), using)
 
 
 def _stamp_sql(pv: str) -> str:
@@ -102,8 +125,13 @@ def build_statement(
     coview_min: int | None,
     threshold: float,
     want_vectors: bool,
+    check_visible: bool = False,
 ) -> tuple[str, list[Any]]:
-    """The one statement of a cold similar shelf (see the module docstring)."""
+    """The one statement of a cold similar shelf (see the module docstring).
+
+    With ``check_visible`` its first row also says whether a visitor may see the product
+    (``VISIBLE_PRODUCTS``), so the API needs no query for the product itself.
+    """
     pv = ProductVector._meta.db_table
     params: list[Any] = []
     qcols = []
@@ -114,7 +142,8 @@ def build_statement(
         )
         params += [ct, key, m.model_id]
     ctes = [f"qv AS MATERIALIZED (SELECT {', '.join(qcols)})"]
-    rules_sql, rules_params = _rules_on(ProductVector, "object_id", restrict, using)
+    rules = Rules(restrict, using)
+    rules_sql, rules_params = rules.on(f"{pv}.object_id")
     for m in mods:
         # Unaliased table: the rules' EXISTS refers to "<pv table>"."object_id".
         ctes.append(
@@ -127,7 +156,7 @@ def build_statement(
     sources = [f"SELECT object_id FROM knn_{m.name}" for m in mods]
     if coview_min is not None:
         cv = CoView._meta.db_table
-        cv_sql, cv_params = _rules_on(CoView, "other_id", restrict, using)
+        cv_sql, cv_params = rules.on(f"{cv}.other_id")
         ctes.append(
             f"cov AS (SELECT {cv}.other_id AS object_id, {cv}.visitors FROM {cv} "
             f"WHERE {cv}.content_type_id = %s AND {cv}.object_id = %s AND {cv}.visitors >= %s "
@@ -189,22 +218,31 @@ def build_statement(
         cols += ["NULL::text[]", "NULL::text[]", "NULL::float8[]"]
     has = " OR ".join(f"(SELECT {m.name} FROM qv) IS NOT NULL" for m in mods)
     sm = ServingModel._meta.db_table
+    visible_sql, visible_params = _visible_sql(key, using) if check_visible else ("NULL::bool", [])
     header = (
         f"SELECT (SELECT model_id FROM {sm} WHERE modality = 'image') AS serving_model, "
         f"(SELECT dimensions FROM {sm} WHERE modality = 'image') AS serving_dim, "
-        f"{_stamp_sql(pv)} AS stamp, ({has}) AS has_vector"
+        f"{_stamp_sql(pv)} AS stamp, ({has}) AS has_vector, {visible_sql} AS visible"
     )
-    header_params = [ct, key]
+    header_params = [ct, key, *visible_params]
     sql = (
         f"WITH {', '.join(ctes)} "
-        f"SELECT h.serving_model, h.serving_dim, h.stamp, h.has_vector, s.* FROM ({header}) h "
+        f"SELECT h.serving_model, h.serving_dim, h.stamp, h.has_vector, h.visible, s.* FROM ({header}) h "
         f"LEFT JOIN (SELECT {', '.join(cols)} FROM cand c {' '.join(joins)}) s ON true"
     )
     return sql, params + header_params + fill_params
 
 
 def run(
-    mods: Sequence[Modality], *, ct: int, key: str, n: int, restrict: QuerySet, using: str, want_vectors: bool
+    mods: Sequence[Modality],
+    *,
+    ct: int,
+    key: str,
+    n: int,
+    restrict: QuerySet,
+    using: str,
+    want_vectors: bool,
+    check_visible: bool = False,
 ) -> Result:
     """Run the cold statement and parse its rows."""
     coview_min = int(imgrec_settings.COVIEW_MIN_VISITORS) if imgrec_settings.SIMILAR_WEIGHTS.get("coview", 0) else None
@@ -218,16 +256,17 @@ def run(
         coview_min=coview_min,
         threshold=float(imgrec_settings.NEAR_DUPLICATE_SIMILARITY),
         want_vectors=want_vectors,
+        check_visible=check_visible,
     )
     rows = search.run_knn_statement(sql, params, limit=n, using=using)
     first = rows[0]
     serving = (first[0], int(first[1])) if first[0] is not None else None
     out = []
     for r in rows:
-        if r[4] is None:
+        if r[5] is None:
             continue
-        dists = {m.name: float(d) for m, d in zip(mods, r[5 : 5 + len(mods)]) if d is not None}
-        visitors, dups, ids, sims = r[5 + len(mods) :]
+        dists = {m.name: float(d) for m, d in zip(mods, r[6 : 6 + len(mods)]) if d is not None}
+        visitors, dups, ids, sims = r[6 + len(mods) :]
         similar_to = dict(zip(ids, sims)) if ids is not None else None
-        out.append(Row(r[4], dists, visitors, list(dups or []), similar_to))
-    return Result(serving, first[2], bool(first[3]), out)
+        out.append(Row(r[5], dists, visitors, list(dups or []), similar_to))
+    return Result(serving, first[2], bool(first[3]), out, first[4])
