@@ -122,21 +122,46 @@ def test_similar_endpoint_and_fragment_answer_hidden_and_missing_ids_alike(catal
 # --- issue 13 §3.8: a database error in a fragment is a 503, not "No such product" ----------------
 
 
-def test_similar_fragment_with_the_database_failing_is_an_uncached_503(catalogue: Any) -> None:  # noqa: F811
+FRAGMENTS = {
+    "similar": "/imgrec/fragments/similar/{}/",
+    "bought-together": "/imgrec/fragments/bought-together/{}/",
+    "for-you": "/imgrec/fragments/for-you/?product={}",
+}
+
+
+@pytest.mark.parametrize("fragment", sorted(FRAGMENTS))
+def test_fragment_with_the_database_failing_is_an_uncached_503(catalogue: Any, fragment: str) -> None:  # noqa: F811
     from django.db import connection
 
     from shop_demo.catalog.models import Product
 
     products, _ = catalogue
+    url = FRAGMENTS[fragment].format(products[0].pk)
     client = Client()
-    assert client.get(f"/imgrec/fragments/similar/{products[0].pk}/").status_code == 200
+    assert client.get(url).status_code == 200
     # A real PostgreSQL error on the product lookup (rolled back with the test's transaction).
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {Product._meta.db_table} RENAME TO imgrec_gone")
-    response = client.get(f"/imgrec/fragments/similar/{products[0].pk}/")
+    response = client.get(url)
     assert response.status_code == 503
     assert response.content == b""
-    assert "no-store" in response["Cache-Control"]
+    assert "no-store" in response["Cache-Control"] and response["Retry-After"] == "30"
+
+
+@pytest.mark.parametrize("fragment", sorted(FRAGMENTS))
+def test_fragments_answer_hidden_and_missing_ids_alike(catalogue: Any, fragment: str) -> None:  # noqa: F811
+    from shop_demo.catalog.models import Product
+
+    products, _ = catalogue
+    Product.objects.filter(pk=products[2].pk).update(published=False)
+    client = Client()
+    missing, hidden = (client.get(FRAGMENTS[fragment].format(pk)) for pk in (99999999, products[2].pk))
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.content == missing.content
+    shown = client.get(FRAGMENTS[fragment].format(products[0].pk))
+    assert shown.status_code == 200
+    if fragment == "for-you":  # depends on the visitor: never shared by a cache
+        assert "private" in shown["Cache-Control"] and "Cookie" in shown["Vary"]
 
 
 # --- issue 13 §3.3: a second primary image --------------------------------------------------------
