@@ -22,7 +22,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # The worker's sub-batch write, in the order write_results makes it; COMMIT at the end.  Each
 # statement starts on a new, indented line, as imgrec's triple-quoted SQL does (pg_stat_activity
 # shows the text as sent).
-WRITER = """
+WRITER = (
+    """
 import sys, psycopg
 host, port, user, name, image_id, ct = sys.argv[1:]
 with psycopg.connect(host=host, port=port, user=user, dbname=name, application_name=%r) as conn:
@@ -36,7 +37,9 @@ with psycopg.connect(host=host, port=port, user=user, dbname=name, application_n
         " VALUES (%%s, '1', 'image', 'soak:m', '[1,0,0]', 1, '', '[]', now())", [int(ct)])
     conn.commit()
 print("committed")
-""" % soak_window.APP
+"""
+    % soak_window.APP
+)
 
 
 class _Writer:
