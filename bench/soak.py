@@ -67,6 +67,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--redis-port", type=int, default=6390)
     p.add_argument("--http-port", type=int, default=0, help="0: a free port")
     p.add_argument("--var-dir", type=Path, default=Path("/tmp/imgrec-soak"))
+    p.add_argument("--drain-timeout", type=float, default=180, help="seconds to wait for the queue to drain")
     p.add_argument("--json", type=Path, default=None, help="write the report here too")
     p.add_argument(
         "--kill-in-write-window",
@@ -74,6 +75,12 @@ def parse() -> argparse.Namespace:
         help="also SIGKILL the pool child inside its write transaction (bench/soak_window.py) and audit the shelves",
     )
     p.add_argument("--window-seconds", type=float, default=0.5, help="pg_sleep widening each window point")
+    p.add_argument(
+        "--no-scheduled-faults",
+        dest="scheduled_faults",
+        action="store_false",
+        help="skip the Redis stop and the two scheduled worker kills (window kills only)",
+    )
     p.add_argument("--window-kill-every", type=float, default=10.0, help="seconds between window kills")
     return p.parse_args()
 
@@ -397,23 +404,10 @@ def main() -> int:
                 shop.worker, shop.database, model_id, every=args.window_kill_every, note=note
             )
             killer.start()
-        at(0.25)
-        note("redis stopped")
-        shop.redis.stop()
-        at(0.25 + 5 / args.duration)
-        shop.redis.start()
-        note("redis started (empty)")
-        at(0.45)
-        assert shop.worker is not None
-        shop.worker.kill()
-        note("worker SIGKILLed (parent and pool)")
-        at(0.45 + 5 / args.duration)
-        shop.worker.start()
-        note("worker started again")
-        at(0.65)
-        shop.worker.kill_pool_child()
-        note("worker pool child SIGKILLed")
-        recovered = time.monotonic() - traffic.t0 + 15  # 15 s of grace after the last fault
+        if args.scheduled_faults:
+            recovered = _scheduled_faults(shop, at, note, traffic.t0)
+        else:
+            recovered = 15.0
         at(1.0)
         traffic.stop.set()
         if killer is not None:
@@ -423,7 +417,7 @@ def main() -> int:
         note("traffic stopped; draining")
         drained = _wait_settled(
             IndexedImage,
-            timeout=180,
+            timeout=args.drain_timeout,
             sweep=lambda: call_command("imgrec_sweep", "--older-than", "30", stdout=open(os.devnull, "w")),
         )
         sweeper_stop.set()
@@ -442,6 +436,29 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0 if report["verdict"] == "pass" else 1
+
+
+def _scheduled_faults(shop: Shop, at: Any, note: Any, t0: float) -> float:
+    """Redis stopped 5 s at 25 %, the whole worker SIGKILLed at 45 % (back 5 s later), its pool
+    child SIGKILLed at 65 %.  Returns when recovery counts from (15 s after the last fault)."""
+    args = shop.args
+    at(0.25)
+    note("redis stopped")
+    shop.redis.stop()
+    at(0.25 + 5 / args.duration)
+    shop.redis.start()
+    note("redis started (empty)")
+    at(0.45)
+    assert shop.worker is not None
+    shop.worker.kill()
+    note("worker SIGKILLed (parent and pool)")
+    at(0.45 + 5 / args.duration)
+    shop.worker.start()
+    note("worker started again")
+    at(0.65)
+    shop.worker.kill_pool_child()
+    note("worker pool child SIGKILLed")
+    return time.monotonic() - t0 + 15  # 15 s of grace after the last fault
 
 
 def _sleep_until(deadline: float, samples: list[dict[str, Any]], shop: Shop, traffic: Traffic) -> None:

@@ -41,10 +41,11 @@ import psycopg
 
 APP = "imgrec-soak-worker"
 II, IE, PV = "imgrec_app_indexedimage", "imgrec_app_imageembedding", "imgrec_app_productvector"
-# pg_stat_activity.query (a regex) of the statement each stage waits in (the trigger sleeps there).
+# pg_stat_activity.query (a regex) of the statement each stage waits in (the trigger sleeps there):
+# the image vectors' INSERT starts the statement; the product vectors' is inside a WITH query.
 STAGES = {
     "before-image-vectors": rf'^\s*INSERT\s+INTO\s+"?{IE}\M',  # statuses updated, vectors not yet
-    "before-commit": rf'^\s*INSERT\s+INTO\s+"?{PV}\M',  # every row written, COMMIT not yet sent
+    "before-commit": rf'\mINSERT\s+INTO\s+"?{PV}\M',  # every row written, COMMIT not yet sent
 }
 
 
@@ -76,7 +77,7 @@ def install_window_triggers(database: dict[str, Any], seconds: float) -> None:
             CREATE TRIGGER soak_window_before_image_vectors BEFORE INSERT ON {IE}
               FOR EACH STATEMENT EXECUTE FUNCTION soak_write_window();
             DROP TRIGGER IF EXISTS soak_window_before_commit ON {PV};
-            CREATE TRIGGER soak_window_before_commit AFTER INSERT OR UPDATE ON {PV}
+            CREATE TRIGGER soak_window_before_commit AFTER INSERT ON {PV}
               FOR EACH STATEMENT EXECUTE FUNCTION soak_write_window();
             """
         )
@@ -111,6 +112,7 @@ class WindowKiller:
         self.every, self.note = every, note
         self.stop = threading.Event()
         self.kills: list[dict[str, Any]] = []
+        self.idle_hunts = 0  # rounds that saw no write window within their timeout
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> None:
@@ -129,7 +131,9 @@ class WindowKiller:
                     kill = self._hunt(conn, stage, timeout=60)
                 except Exception as exc:  # the whole worker is down (a scheduled fault): next round
                     kill = {"stage": stage, "outcome": f"error: {exc}"}
-                if kill is not None:
+                if kill is None:
+                    self.idle_hunts += 1
+                else:
                     self.kills.append(kill)
                     self.note(f"window kill {len(self.kills)} ({stage}): {kill['outcome']}")
 
@@ -151,8 +155,9 @@ class WindowKiller:
                 continue
             backend, xid, state, query = row
             pids = self.worker.pool_pids() if self.worker.alive() else []
-            if len(pids) != 1:
-                return None
+            if len(pids) != 1:  # the pool is being replaced: look again
+                time.sleep(0.01)
+                continue
             os.kill(pids[0], signal.SIGKILL)
             return self._outcome(conn, stage, backend, _xid8(conn, xid), query)
         return None
@@ -182,6 +187,7 @@ class WindowKiller:
         landed = [k for k in self.kills if k.get("landed")]
         return {
             "window_kills_tried": len(self.kills),
+            "rounds_without_a_window": self.idle_hunts,
             "window_kills_landed": len(landed),
             "landed_by_stage": dict(Counter(k["stage"] for k in landed)),
             "outcomes": dict(Counter(k["outcome"] for k in self.kills)),

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # The worker's sub-batch write, in the order write_results makes it; COMMIT at the end.  Each
 # statement starts on a new, indented line, as imgrec's triple-quoted SQL does (pg_stat_activity
-# shows the text as sent).
+# shows the text as sent); the product vectors' INSERT is inside a WITH query, as in vectors.py.
 WRITER = (
     """
 import sys, psycopg
@@ -32,7 +32,8 @@ with psycopg.connect(host=host, port=port, user=user, dbname=name, application_n
         "\\n            INSERT INTO imgrec_app_imageembedding (image_id, model_id, vector, file_hash, labels, created_at)"
         " VALUES (%%s, 'soak:m', '[1,0,0]', 'h', '[]', now())", [int(image_id)])
     conn.execute(
-        "\\n            INSERT INTO imgrec_app_productvector (content_type_id, object_id, modality, model_id, vector,"
+        "\\n            WITH agg AS (SELECT 1)"
+        " INSERT INTO imgrec_app_productvector (content_type_id, object_id, modality, model_id, vector,"
         " source_count, source_hash, labels, updated_at)"
         " VALUES (%%s, '1', 'image', 'soak:m', '[1,0,0]', 1, '', '[]', now())", [int(ct)])
     conn.commit()
