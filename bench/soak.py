@@ -19,8 +19,13 @@ Reported: requests and 5xx by phase (5xx after recovery must be 0), images lost 
 processing after the drain; must be 0), failures by reason, and the resident memory of server
 and worker sampled every 5 s.  Exit status 1 when 5xx after recovery or lost images are not 0.
 
+``--kill-in-write-window`` (issue 13) also SIGKILLs the pool child inside its write transaction,
+proves each kill landed there from ``pg_stat_activity`` / ``pg_xact_status`` and audits shelves,
+stuck images and duplicates after the drain (``bench/soak_window.py``).
+
     .venv/bin/python bench/soak.py                     # 5 minutes
     .venv/bin/python bench/soak.py --duration 60 --json soak.json
+    .venv/bin/python bench/soak.py --kill-in-write-window --window-seconds 0.3 --upload-every 3
 """
 
 from __future__ import annotations
