@@ -19,14 +19,18 @@ Reported: requests and 5xx by phase (5xx after recovery must be 0), images lost 
 processing after the drain; must be 0), failures by reason, and the resident memory of server
 and worker sampled every 5 s.  Exit status 1 when 5xx after recovery or lost images are not 0.
 
+``--kill-in-write-window`` (issue 13) also SIGKILLs the pool child inside its write transaction,
+proves each kill landed there from ``pg_stat_activity`` / ``pg_xact_status`` and audits shelves,
+stuck images and duplicates after the drain (``bench/soak_window.py``).
+
     .venv/bin/python bench/soak.py                     # 5 minutes
     .venv/bin/python bench/soak.py --duration 60 --json soak.json
+    .venv/bin/python bench/soak.py --kill-in-write-window --window-seconds 0.3 --upload-every 3
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import importlib.util
 import json
 import os
@@ -38,6 +42,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from http.cookiejar import CookieJar
@@ -47,6 +52,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import soak_window  # noqa: E402
 from tests.faults.broker import RedisServer, free_port  # noqa: E402
 from tests.faults.http import multipart  # noqa: E402
 from tests.faults.worker import WorkerProcess  # noqa: E402
@@ -66,7 +72,21 @@ def parse() -> argparse.Namespace:
     p.add_argument("--redis-port", type=int, default=6390)
     p.add_argument("--http-port", type=int, default=0, help="0: a free port")
     p.add_argument("--var-dir", type=Path, default=Path("/tmp/imgrec-soak"))
+    p.add_argument("--drain-timeout", type=float, default=180, help="seconds to wait for the queue to drain")
     p.add_argument("--json", type=Path, default=None, help="write the report here too")
+    p.add_argument(
+        "--kill-in-write-window",
+        action="store_true",
+        help="also SIGKILL the pool child inside its write transaction (bench/soak_window.py) and audit the shelves",
+    )
+    p.add_argument("--window-seconds", type=float, default=0.5, help="pg_sleep widening each window point")
+    p.add_argument(
+        "--no-scheduled-faults",
+        dest="scheduled_faults",
+        action="store_false",
+        help="skip the Redis stop and the two scheduled worker kills (window kills only)",
+    )
+    p.add_argument("--window-kill-every", type=float, default=10.0, help="seconds between window kills")
     return p.parse_args()
 
 
@@ -113,11 +133,13 @@ class Shop:
             "DJANGO_MEDIA_ROOT": str(self.var / "media"),
             "DJANGO_DEBUG": "0",
             "IMGREC_LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(REPO),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         }
         os.environ.update(self.env)
         self.redis.start()
         self.manage("migrate", "--noinput", "-v", "0")
+        if self.args.kill_in_write_window:
+            soak_window.install_window_triggers(self.database, self.args.window_seconds)
         self.manage("seed_demo", "--limit", str(self.args.products), "-v", "0")
         self.manage("shell", "-c", _CREATE_ADMIN)
         self.start_server()
@@ -129,8 +151,11 @@ class Shop:
             log_path=self.var / "soak-worker.log",
             settings_module="shop_demo.settings",
             env={
-                k: self.env[k]
-                for k in ("REDIS_URL", "IMGREC_VAR_DIR", "DJANGO_MEDIA_ROOT", "DJANGO_DEBUG", "IMGREC_LOG_LEVEL")
+                **{
+                    k: self.env[k]
+                    for k in ("REDIS_URL", "IMGREC_VAR_DIR", "DJANGO_MEDIA_ROOT", "DJANGO_DEBUG", "IMGREC_LOG_LEVEL")
+                },
+                "PGAPPNAME": soak_window.APP,  # libpq: how the window killer finds its backend
             },
         )
         self.worker.start()
@@ -293,11 +318,26 @@ class Traffic:
                 self.request(opener, "for-you-fragment", "/imgrec/fragments/for-you/?limit=8")
             time.sleep(rng.uniform(0.02, 0.1))
 
+    def staff_login(self) -> tuple[Any, CookieJar]:
+        """A staff session (the demo's API authenticates by session only, with CSRF)."""
+        jar = CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        opener.open(self.shop.base + "/accounts/login/", timeout=30).read()
+        token = next(c.value for c in jar if c.name == "csrftoken")
+        form = urllib.parse.urlencode({"username": ADMIN[0], "password": ADMIN[1], "csrfmiddlewaretoken": token})
+        try:
+            opener.open(self.shop.base + "/accounts/login/", form.encode(), timeout=30).read()
+        except urllib.error.HTTPError:  # the redirect after the login may lead to a 404 page
+            pass
+        if not any(c.name == "sessionid" for c in jar):
+            raise RuntimeError("the soak's staff user could not log in")
+        return opener, jar
+
     def uploader(self, every: float) -> None:
         rng = random.Random(99)
-        opener = urllib.request.build_opener()
-        auth = "Basic " + base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
+        opener, jar = self.staff_login()
         while not self.stop.wait(every):
+            token = next((c.value for c in jar if c.name == "csrftoken"), "")
             p, photo = rng.choice(self.products), rng.choice(self.photos)
             body, ctype = multipart({"alt_text": "soak"}, [("image", photo.name.encode(), photo.read_bytes())])
             status, answer = self.request(
@@ -305,7 +345,7 @@ class Traffic:
                 "upload-api",
                 f"/api/imgrec/products/{p['pk']}/images/",
                 body,
-                {"Content-Type": ctype, "Authorization": auth},
+                {"Content-Type": ctype, "X-CSRFToken": token, "Referer": self.shop.base + "/"},
             )
             if status == 201:
                 with self.lock:
@@ -360,41 +400,70 @@ def main() -> int:
                     print(f"(sweep failed: {exc})", flush=True)
 
         threading.Thread(target=sweeper, daemon=True).start()
-        at(0.25)
-        note("redis stopped")
-        shop.redis.stop()
-        at(0.25 + 5 / args.duration)
-        shop.redis.start()
-        note("redis started (empty)")
-        at(0.45)
-        assert shop.worker is not None
-        shop.worker.kill()
-        note("worker SIGKILLed (parent and pool)")
-        at(0.45 + 5 / args.duration)
-        shop.worker.start()
-        note("worker started again")
-        at(0.65)
-        shop.worker.kill_pool_child()
-        note("worker pool child SIGKILLed")
-        recovered = time.monotonic() - traffic.t0 + 15  # 15 s of grace after the last fault
+        killer = None
+        if args.kill_in_write_window:
+            from imgrec_app.services.models import configured_model
+
+            model_id = configured_model().model_id
+            killer = soak_window.WindowKiller(
+                shop.worker, shop.database, model_id, every=args.window_kill_every, note=note
+            )
+            killer.start()
+        if args.scheduled_faults:
+            recovered = _scheduled_faults(shop, at, note, traffic.t0)
+        else:
+            recovered = 15.0
         at(1.0)
         traffic.stop.set()
+        if killer is not None:
+            killer.join()
         for t in threads:
             t.join(30)
         note("traffic stopped; draining")
         drained = _wait_settled(
             IndexedImage,
-            timeout=180,
+            timeout=args.drain_timeout,
             sweep=lambda: call_command("imgrec_sweep", "--older-than", "30", stdout=open(os.devnull, "w")),
         )
         sweeper_stop.set()
         report = _report(args, traffic, events, samples, recovered, IndexedImage, drained)
+        if killer is not None:
+            visible = {str(p["pk"]) for p in products}
+            report["write_window"] = {
+                **killer.summary(),
+                "kills": killer.kills,
+                "audit": soak_window.audit(shop.database, model_id, shop.base, visible),
+            }
+            report["verdict"] = _window_verdict(report)
     finally:
         shop.stop()
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0 if report["verdict"] == "pass" else 1
+
+
+def _scheduled_faults(shop: Shop, at: Any, note: Any, t0: float) -> float:
+    """Redis stopped 5 s at 25 %, the whole worker SIGKILLed at 45 % (back 5 s later), its pool
+    child SIGKILLed at 65 %.  Returns when recovery counts from (15 s after the last fault)."""
+    args = shop.args
+    at(0.25)
+    note("redis stopped")
+    shop.redis.stop()
+    at(0.25 + 5 / args.duration)
+    shop.redis.start()
+    note("redis started (empty)")
+    at(0.45)
+    assert shop.worker is not None
+    shop.worker.kill()
+    note("worker SIGKILLed (parent and pool)")
+    at(0.45 + 5 / args.duration)
+    shop.worker.start()
+    note("worker started again")
+    at(0.65)
+    shop.worker.kill_pool_child()
+    note("worker pool child SIGKILLed")
+    return time.monotonic() - t0 + 15  # 15 s of grace after the last fault
 
 
 def _sleep_until(deadline: float, samples: list[dict[str, Any]], shop: Shop, traffic: Traffic) -> None:
@@ -470,6 +539,14 @@ def _report(
         },
         "verdict": "pass" if errors_after == 0 and lost == 0 and drained else "fail",
     }
+
+
+def _window_verdict(report: dict[str, Any]) -> str:
+    """With --kill-in-write-window the soak also needs >= 1 kill that landed, no product
+    without a vector right after one, and a clean audit (nothing missing, stuck or doubled)."""
+    w = report["write_window"]
+    ok = w["window_kills_landed"] > 0 and not w["ready_without_product_vector_right_after_a_landed_kill"]
+    return "pass" if report["verdict"] == "pass" and ok and w["audit"]["ok"] else "fail"
 
 
 def _first_max_last(samples: list[dict[str, Any]], key: str) -> list[float]:

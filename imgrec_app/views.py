@@ -25,33 +25,30 @@ def _limit(request: HttpRequest) -> int:
     return recommend.clamp_limit(request.GET.get("limit", 8))
 
 
-def similar_fragment(request: HttpRequest, product_id: str) -> HttpResponse:
-    """The similar shelf of a product the visitor may see.
+def _shelf_fragment(
+    request: HttpRequest, template: Template, what: str, product_id: str | None, *, private: bool = False
+) -> HttpResponse:
+    """One lazy shelf, rendered for ``product_id`` (``None``: no product, for-you only).
 
     A missing, malformed or hidden id is a 404 (the same for all three).  A database error is not
     "no such product": it is an empty 503 that no cache keeps (``no-store``), so caches and
-    monitors see the outage and the lazy shelf shows nothing.
+    monitors see the outage and the lazy shelf shows nothing.  ``private``: the shelf depends on
+    the visitor (``Vary: Cookie``, ``private, no-cache``); the others are the same for everyone.
     """
-    try:
-        product = get_visible_product(product_id)
-    except LookupError:
-        raise Http404("No such product.") from None
-    except DatabaseError:
-        logger.exception("imgrec similar fragment: database error looking up product %r", product_id)
-        return _unavailable()
-    return HttpResponse(_SIMILAR.render(RequestContext(request, {"product": product, "limit": _limit(request)})))
-
-
-def bought_together_fragment(request: HttpRequest, product_id: str) -> HttpResponse:
-    """The bought-together shelf of a product the visitor may see (404 and 503 as for similar)."""
-    try:
-        product = get_visible_product(product_id)
-    except LookupError:
-        raise Http404("No such product.") from None
-    except DatabaseError:
-        logger.exception("imgrec bought-together fragment: database error looking up product %r", product_id)
-        return _unavailable()
-    return HttpResponse(_BOUGHT.render(RequestContext(request, {"product": product, "limit": _limit(request)})))
+    product = None
+    if product_id is not None:
+        try:
+            product = get_visible_product(product_id)
+        except LookupError:
+            raise Http404("No such product.") from None
+        except DatabaseError:
+            logger.exception("imgrec %s fragment: database error looking up product %r", what, product_id)
+            return _unavailable()
+    response = HttpResponse(template.render(RequestContext(request, {"product": product, "limit": _limit(request)})))
+    if private:
+        patch_vary_headers(response, ["Cookie"])
+        patch_cache_control(response, private=True, no_cache=True)
+    return response
 
 
 def _unavailable() -> HttpResponse:
@@ -61,22 +58,19 @@ def _unavailable() -> HttpResponse:
     return response
 
 
+def similar_fragment(request: HttpRequest, product_id: str) -> HttpResponse:
+    """The similar shelf of a product the visitor may see."""
+    return _shelf_fragment(request, _SIMILAR, "similar", product_id)
+
+
+def bought_together_fragment(request: HttpRequest, product_id: str) -> HttpResponse:
+    """The bought-together shelf of a product the visitor may see."""
+    return _shelf_fragment(request, _BOUGHT, "bought-together", product_id)
+
+
 def for_you_fragment(request: HttpRequest) -> HttpResponse:
     """The for-you shelf; ``?product=<id>``: as on that product's page (no repeat of its similar shelf)."""
-    product = None
-    if request.GET.get("product"):
-        try:
-            product = get_visible_product(request.GET["product"])
-        except LookupError:
-            raise Http404("No such product.") from None
-        except DatabaseError:
-            logger.exception("imgrec for-you fragment: database error looking up product")
-            return _unavailable()
-    context = {"limit": _limit(request), "product": product}
-    response = HttpResponse(_FOR_YOU.render(RequestContext(request, context)))
-    patch_vary_headers(response, ["Cookie"])
-    patch_cache_control(response, private=True, no_cache=True)
-    return response
+    return _shelf_fragment(request, _FOR_YOU, "for-you", request.GET.get("product") or None, private=True)
 
 
 class RecordViewMixin:

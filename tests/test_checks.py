@@ -262,6 +262,7 @@ def test_e021_ignores_fitting_vectors_and_other_models() -> None:
         {"interest": "1"},
         {"popularity": 1.0},
         {"interest": 0, "coview": 0, "category": 0},
+        {"interest": float("nan")},
     ],
 )
 def test_e045_foryou_weights(weights: Any) -> None:
@@ -294,3 +295,14 @@ def test_w050_bf16_on_a_cpu_without_native_bf16() -> None:
     else:
         assert "no native bfloat16" in only(run(PRECISION="bf16", DEVICE="cpu"), "imgrec_app.W050").msg
     assert run(PRECISION="bf16", DEVICE="cuda") == []  # a GPU worker decides for itself
+
+
+@pytest.mark.parametrize("timeout", [0, -1, 120.5, True, "5", None, float("nan"), float("inf")])
+def test_e040_search_worker_timeout_in_range(timeout: Any) -> None:
+    message = only(run(SEARCH_WORKER_TIMEOUT=timeout), "imgrec_app.E040")
+    assert "SEARCH_WORKER_TIMEOUT" in message.msg and "(0, 120]" in message.msg
+
+
+@pytest.mark.parametrize("timeout", [0.5, 1, 120])
+def test_e040_accepts_timeouts_in_range(timeout: float) -> None:
+    assert run(SEARCH_WORKER_TIMEOUT=timeout) == []

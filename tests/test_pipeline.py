@@ -183,6 +183,12 @@ def test_bad_vectors_are_never_usable():
     assert not indexing.is_usable_vector(np.array([np.nan, 0, 0, 1], dtype=np.float32), 4)
     assert not indexing.is_usable_vector(np.array([np.inf, 0, 0, 1], dtype=np.float32), 4)
     assert not indexing.is_usable_vector(ok, 8)
+    # The failure detail names the problem (docs/RELIABILITY.md: shape, NaN/Inf, zero).
+    assert indexing.vector_problem(ok, 4) == ""
+    assert "non-finite" in indexing.vector_problem(np.array([np.nan, 0, 0, 1], dtype=np.float32), 4)
+    assert "non-finite" in indexing.vector_problem(np.array([np.inf, 0, 0, 1], dtype=np.float32), 4)
+    assert "zero vector" in indexing.vector_problem(np.zeros(4, dtype=np.float32), 4)
+    assert "shape" in indexing.vector_problem(ok, 8)
 
 
 @pytest.mark.django_db
