@@ -88,7 +88,7 @@ def run_head(z: Any, pool: str, options: dict[str, Any], folds: int, k: int, see
     }
 
 
-def run_base(z: Any, pool: str, folds: int, k: int, seed: int) -> dict[str, Any]:
+def run_base(z: Any, pool: str, folds: int, k: int, seed: int, classifiers: bool = True) -> dict[str, Any]:
     from imgrec_app.services.evaluation_tuning import _classifier_accuracy, precision_at_k
 
     X, labels = z[pool], z["labels"]
@@ -98,9 +98,31 @@ def run_base(z: Any, pool: str, folds: int, k: int, seed: int) -> dict[str, Any]
     for test in split:
         train = np.setdiff1d(order, test)
         prec += precision_at_k(X, labels, test, np.arange(n), k).tolist()
-        clf += [_classifier_accuracy(X, labels, train, test)] * len(test)
-        knn += [knn_vote(X, labels, train, test)] * len(test)
-    return {"precision": float(np.mean(prec)), "clf logistic": float(np.mean(clf)), "clf knn": float(np.mean(knn))}
+        if classifiers:
+            clf += [_classifier_accuracy(X, labels, train, test)] * len(test)
+            knn += [knn_vote(X, labels, train, test)] * len(test)
+    out = {"precision": float(np.mean(prec))}
+    if classifiers:
+        out.update({"clf logistic": float(np.mean(clf)), "clf knn": float(np.mean(knn))})
+    return out
+
+
+def _unit(X: np.ndarray) -> np.ndarray:
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def add_multi_layer(z: dict[str, Any], weight: float = 0.5) -> None:
+    """Multi-layer base vectors: the GeM vector with the average-pooled inputs of blocks 12 and 15.
+
+    ``multi``: ``[gem, w·avg(act12), w·avg(act15)]``, each part unit length, the whole unit length
+    (the intermediate maps are block outputs, signed: averaged, not GeM-pooled).
+    """
+    parts = [z["gem"]]
+    for tap in (12, 15):
+        if f"act{tap}" in z:
+            parts.append(weight * _unit(z[f"act{tap}"].astype(np.float32).mean(axis=(2, 3))))
+    if len(parts) > 1:
+        z["multi"] = _unit(np.concatenate([_unit(parts[0]), *parts[1:]], axis=1)).astype(np.float32)
 
 
 def main() -> None:
@@ -111,9 +133,11 @@ def main() -> None:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-classifier", action="store_true", help="base rows: precision only (fast)")
     p.add_argument("--out", type=Path, default=None, help="append JSON lines here")
     args = p.parse_args()
     z = dict(np.load(cache_path(args.catalogue, args.variant), allow_pickle=False))
+    add_multi_layer(z)
     n, c = len(z["labels"]), len(set(z["labels"].tolist()))
     print(f"{args.catalogue} {args.variant} ({z['model_id']}): {n} products, {c} categories", flush=True)
     net = None
@@ -122,7 +146,7 @@ def main() -> None:
         options = json.loads(raw) if raw.strip() else {}
         started = time.perf_counter()
         if kind.startswith("base:"):
-            r = run_base(z, kind.split(":")[1], args.folds, args.k, args.seed)
+            r = run_base(z, kind.split(":")[1], args.folds, args.k, args.seed, not args.no_classifier)
         elif kind.startswith("head:"):
             r = run_head(z, kind.split(":")[1], options, args.folds, args.k, args.seed)
         elif kind == "tail":
