@@ -10,8 +10,9 @@ model's row (so a model switch made by another process is noticed without a quer
 Python fuses, dedupes and diversifies the few dozen rows; one more query loads the products
 (the rules applied again, primary image URLs annotated).
 
-Cached (``SHELF_CACHE``), a shelf is one query (the API looks it up by product id first, :func:`cached_shelf`, so a cached request is that one query): the cached product ids loaded through the rules,
-with the serving model and the product's vector stamp as scalar subqueries.  Any id the rules
+Cached (``SHELF_CACHE``), a shelf is one query (the API looks it up by product id first,
+:func:`cached_shelf`, so a cached request is that one query): the cached product ids loaded
+through the rules, with the serving model and the product's vector stamp as scalar subqueries.  Any id the rules
 now exclude (sold out, unpublished, deleted), a model switch or a change of the product's own
 vectors throws the entry away and the shelf is computed again.  See docs/DESIGN.md, "Shelf cache".
 """
@@ -139,7 +140,7 @@ def similar_products(
     serving = serving_models.cached_serving_model(using=using)
     use_cache = bool(attach and imgrec_settings.SHELF_CACHE and serving is not None)
     ckey = None
-    if use_cache:
+    if use_cache and serving is not None:
         ckey = cache_key(product, serving[0], limit=limit, same_category=same_category, price_band=price_band)
         entry = shelf_cache().get(ckey)
         if entry is not None:
@@ -149,7 +150,7 @@ def similar_products(
             shelf_cache().delete(ckey)
             serving = serving_models.cached_serving_model(using=using)
             use_cache = serving is not None
-            if use_cache:
+            if serving is not None:
                 ckey = cache_key(product, serving[0], limit=limit, same_category=same_category, price_band=price_band)
     items, stamp = _compute(product, limit=limit, restrict=restrict, rules=rules, using=using, serving=serving)
     if not attach:

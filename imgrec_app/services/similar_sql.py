@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import models
 from django.db.models import Exists, OuterRef, QuerySet
 from django.db.models.functions import Cast
 
@@ -74,13 +75,13 @@ def _where(qs: QuerySet, using: str) -> tuple[str, list[Any]]:
 
 def _pk_field() -> Any:
     pk = get_product_model()._meta.pk
-    return pk.target_field if pk.is_relation else pk
+    return pk.target_field if isinstance(pk, models.ForeignKey) else pk
 
 
-def _rules_on(model: type, column: str, restrict: QuerySet, using: str) -> tuple[str, list[Any]]:
+def _rules_on(model: type[models.Model], column: str, restrict: QuerySet, using: str) -> tuple[str, list[Any]]:
     """``EXISTS (rules AND pk = <column>::pk type)`` as SQL on ``model``'s table."""
     allowed = Exists(restrict.order_by().filter(pk=Cast(OuterRef(column), output_field=_pk_field())))
-    return _where(model.objects.filter(allowed), using)
+    return _where(model._default_manager.filter(allowed), using)
 
 
 def _stamp_sql(pv: str) -> str:
