@@ -63,7 +63,9 @@ class ProductImageInline(GenericTabularInline):
     """Add to a host ``ModelAdmin.inlines`` to upload product photos through imgrec."""
 
     model = ProductImage
-    formset = ProductImageInlineFormSet
+    # django-stubs types ``formset`` from InlineModelAdmin, not GenericInlineModelAdmin's
+    # BaseGenericInlineFormSet (which a generic inline needs).
+    formset = ProductImageInlineFormSet  # type: ignore[assignment]
     ct_field = "content_type"
     ct_fk_field = "object_id"
     extra = 1

@@ -8,6 +8,7 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import models
 
 from imgrec_app.conf import DEFAULTS, SETTING_NAME, imgrec_settings
 from imgrec_app.ml.preprocess import FORMAT_EXTENSIONS
@@ -271,7 +272,8 @@ def _check_sources() -> list[CheckMessage]:
             continue
         try:
             model = apps.get_model(entry["model"])
-            model._meta.get_field(entry["field"])
+            if not isinstance(model._meta.get_field(entry["field"]), models.FileField):
+                raise TypeError(f"{entry['field']!r} is not a FileField or ImageField")
             product = entry.get("product", "product")
             if product not in ("", "self"):
                 model._meta.get_field(product)

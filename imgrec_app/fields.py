@@ -8,6 +8,7 @@ and ``ProductImageField`` reads dimensions the same way, so no decoder of a refu
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, ClassVar
 
@@ -110,5 +111,5 @@ class ProductImageField(models.ImageField):
     def formfield(self, **kwargs: Any) -> Any:
         return super().formfield(**{"form_class": ProductImageFormField, **kwargs})
 
-    def generate_filename(self, instance: Any, filename: str) -> str:
-        return fit_filename(super().generate_filename(instance, fit_filename(filename)))
+    def generate_filename(self, instance: Any, filename: str | os.PathLike[str]) -> str:
+        return fit_filename(super().generate_filename(instance, fit_filename(os.fspath(filename))))

@@ -13,7 +13,8 @@ from typing import Any
 
 from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ObjectDoesNotExist
+from django.core.files.storage import Storage
 from django.db import models
 from django.db.models.functions import Cast
 from django.utils.module_loading import import_string
@@ -89,7 +90,7 @@ def get_visible_product(product_id: Any) -> models.Model:
     try:
         pk = model._meta.pk.to_python(product_id)
         return visible_products().get(pk=pk)
-    except (model.DoesNotExist, ValidationError, ValueError, TypeError, OverflowError):
+    except (ObjectDoesNotExist, ValidationError, ValueError, TypeError, OverflowError):
         raise LookupError("No such product.") from None
 
 
@@ -186,6 +187,18 @@ class ImageSource:
 
     def file_of(self, instance: models.Model) -> Any:
         return getattr(instance, self.field)
+
+    @property
+    def storage(self) -> Storage:
+        """The storage of the source's file field.
+
+        Raises:
+            ImproperlyConfigured: the field is not a file field (``manage.py check`` says so first).
+        """
+        field = self.model._meta.get_field(self.field)
+        if not isinstance(field, models.FileField):
+            raise ImproperlyConfigured(f"{self.model_label}.{self.field} is not a FileField or ImageField.")
+        return field.storage
 
 
 def image_sources() -> list[ImageSource]:

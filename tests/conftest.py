@@ -13,9 +13,13 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image, ImageDraw
 
-from imgrec_app.conf import imgrec_settings
+from imgrec_app.conf import DEFAULTS, imgrec_settings
 
 CATALOGUE_DIR = Path(__file__).resolve().parent.parent / "shop_demo" / "catalog" / "data"
+# The demo's queue names (imgrec's defaults).  The session worker consumes them besides the test
+# suite's, so the browser test can serve its pages with them and its screenshots show what a
+# shop shows; the test Redis database (IMGREC_TEST_REDIS_URL) keeps them apart from a demo's.
+DEMO_QUEUES: dict[str, str] = dict(DEFAULTS["QUEUES"])
 
 
 # --- broker and worker ---------------------------------------------------------------------------
@@ -24,7 +28,7 @@ CATALOGUE_DIR = Path(__file__).resolve().parent.parent / "shop_demo" / "catalog"
 def _purge(app: Any) -> None:
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=3)
-        for queue in imgrec_settings.QUEUES.values():
+        for queue in {*imgrec_settings.QUEUES.values(), *DEMO_QUEUES.values()}:
             try:
                 conn.default_channel.queue_purge(queue)
             except Exception:
@@ -54,7 +58,7 @@ def _session_worker(celery_app_real: Any, django_db_blocker: Any) -> Iterator[An
         pool="solo",
         concurrency=1,
         perform_ping_check=False,
-        queues=list(imgrec_settings.QUEUES.values()),
+        queues=[*imgrec_settings.QUEUES.values(), *DEMO_QUEUES.values()],
         shutdown_timeout=30,
     ) as worker:
         yield worker
@@ -217,6 +221,7 @@ _TORCH_MODULES = {
 # Single tests elsewhere that embed (search by photo, --sync re-index) or train a classifier.
 _TORCH_TESTS = {
     "test_search_by_photo_finds_the_product_and_stores_nothing",
+    "test_a_catalogue_photo_searched_again_finds_itself_with_the_same_vector",  # embeds in-process
     "test_retrain_and_apply_a_suggestion",
     "test_unusual_but_valid_images_are_accepted_and_embedded_like_the_picture",
     "test_truncated_jpeg_uploaded_through_the_api_fails_once_in_the_worker",

@@ -5,7 +5,9 @@ index status page with a re-index followed live.
 A real catalogue (public-domain images of five categories) is seeded with ``seed_demo --images``
 and indexed by a real Celery worker; ``live_server`` serves the pages.  Set
 ``IMGREC_SCREENSHOTS=1`` to refresh docs/screenshots/ (product-page.png, search-results.png,
-admin-status.png).  Skips only where Chromium or chromedriver cannot be found
+shopper-controls.png, admin-status.png, catalogue-health.png).  The pages run with the demo's
+queue names (``DEMO_QUEUES``, which the test worker consumes too), so the admin's status page
+shows what a shop shows.  Skips only where Chromium or chromedriver cannot be found
 (``scripts/install-browser`` installs Debian's).
 """
 
@@ -33,7 +35,7 @@ from tests.browser_support import (
     start_chromium,
     wait_until,
 )
-from tests.conftest import CATALOGUE_DIR, wait_for
+from tests.conftest import CATALOGUE_DIR, DEMO_QUEUES, wait_for
 
 pytestmark = [pytest.mark.worker]
 
@@ -51,6 +53,7 @@ SEEDED = {
 VIEWED = 4
 PASSWORD = "browse-demo-42"
 STATUS_PATH = "/admin/imgrec_app/indexedimage/status/"
+HEALTH_PATH = "/admin/imgrec_app/indexedimage/health/"
 BECAUSE = "Because you viewed "
 
 _CHROMIUM = find_chromium()
@@ -71,7 +74,14 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def catalogue(celery_worker: Any, tmp_path: Path) -> dict[str, str]:
+def demo_queues(settings: Any) -> dict[str, str]:
+    """The demo's queue names for the whole story (tasks, status page), not the test suite's."""
+    settings.IMGREC = {**settings.IMGREC, "QUEUES": DEMO_QUEUES}
+    return DEMO_QUEUES
+
+
+@pytest.fixture
+def catalogue(celery_worker: Any, demo_queues: dict[str, str], tmp_path: Path) -> dict[str, str]:
     """A small real shop: catalogue images of five categories, seeded with ``seed_demo --images``
     and indexed (image and text vectors) by the real worker.  Returns product slug -> category."""
     from django.core.management import call_command
@@ -89,7 +99,8 @@ def catalogue(celery_worker: Any, tmp_path: Path) -> dict[str, str]:
     busy = ["pending", "processing"]
     wait_for(lambda: not IndexedImage.objects.filter(status__in=busy).exists(), timeout=300)
     assert set(IndexedImage.objects.values_list("status", flat=True)) == {"ready"}
-    wait_for(lambda: not text.missing_text_ids(), timeout=120)
+    # The text model loads on the first text task: over 2 min on a busy 2-core machine (2026-12-02).
+    wait_for(lambda: not text.missing_text_ids(), timeout=300)
     return dict(Product.objects.values_list("slug", "category__slug"))
 
 
@@ -157,7 +168,9 @@ def _wait_lazy_shelves(browser: Any) -> None:
     """Lazy shelves (``imgrec_lazy_shelf``) are filled by imgrec's static script after the load."""
     script = "return Array.from(document.querySelectorAll('.imgrec-lazy')).map(e => e.dataset.imgrecState || '')"
     states = wait_until(
-        lambda: (lambda s: s if s and all(x in ("loaded", "failed") for x in s) else None)(browser.execute_script(script)),
+        lambda: (lambda s: s if s and all(x in ("loaded", "failed") for x in s) else None)(
+            browser.execute_script(script)
+        ),
         what="the lazy shelves to load",
     )
     assert set(states) == {"loaded"}, states
@@ -201,9 +214,7 @@ def _browse_fruit(browser: Any, base: str, catalogue: dict[str, str]) -> list[st
     viewed = [first.slug]
     while len(viewed) < VIEWED:
         slug = next(
-            i["slug"]
-            for i in _shelf(browser, "similar")
-            if catalogue[i["slug"]] == FOCUS and i["slug"] not in viewed
+            i["slug"] for i in _shelf(browser, "similar") if catalogue[i["slug"]] == FOCUS and i["slug"] not in viewed
         )
         link = browser.find_element(BY_CSS, f'.imgrec-shelf--similar a[href$="/p/{slug}/"]')
         browser.execute_script("arguments[0].scrollIntoView()", link)
@@ -231,9 +242,7 @@ def _browse_fruit(browser: Any, base: str, catalogue: dict[str, str]) -> list[st
     return viewed
 
 
-def _log_in_and_check_merge(
-    browser: Any, base: str, catalogue: dict[str, str], viewed: list[str]
-) -> None:
+def _log_in_and_check_merge(browser: Any, base: str, catalogue: dict[str, str], viewed: list[str]) -> None:
     """Step 3: log in; the anonymous history is now the user's and still drives the shelves."""
     from django.contrib.auth import get_user_model
 
@@ -271,6 +280,44 @@ def _search_by_photo(browser: Any, base: str, catalogue: dict[str, str]) -> None
     assert top[0] == FOCUS and Counter(top)[FOCUS] >= 6, list(zip(results[:8], top, strict=True))
 
 
+def _shopper_controls(browser: Any, base: str, viewed: list[str]) -> None:
+    """Step 5: "Not interested" on a for-you item hides it in place (imgrec's static script, with
+    an undo) and takes it off the visitor's shelves; the visitor's own page lists it with "Show
+    again", and pausing personalisation (a plain form post) says what it does."""
+    from imgrec_app.models import ShopperControl
+
+    page = f"/p/{viewed[0]}/"
+    _open(browser, base + page)
+    item = browser.find_elements(BY_CSS, ".imgrec-shelf--for_you .imgrec-shelf__item")[0]
+    dismissed = item.get_attribute("data-product-id")
+    button = item.find_element(BY_CSS, ".imgrec-shelf__dismiss")
+    browser.execute_script("arguments[0].scrollIntoView()", button)
+    button.click()
+    wait_until(lambda: "imgrec-shelf__item--dismissed" in item.get_attribute("class"), what="the item hidden in place")
+    assert item.find_element(BY_CSS, ".imgrec-shelf__undo").is_displayed()
+    assert path_of(browser.current_url) == page  # the script answered it: no page load
+    mine = ShopperControl.objects.filter(user__username="carol", kind="not_interested")
+    assert list(mine.values_list("object_id", flat=True)) == [dismissed]
+    _open(browser, base + page)
+    on_page = {li.get_attribute("data-product-id") for li in browser.find_elements(BY_CSS, ".imgrec-shelf__item")}
+    assert on_page and dismissed not in on_page
+
+    _open(browser, base + "/history/")
+    controls = browser.find_element(BY_CSS, ".imgrec-controls")
+    listed = controls.find_elements(BY_CSS, ".imgrec-controls__dismissed li")
+    assert [li.get_attribute("data-product-id") for li in listed] == [dismissed]
+    assert listed[0].find_element(BY_CSS, "button").text == "Show again"
+    assert len(controls.find_elements(BY_CSS, ".imgrec-controls__recent li")) == VIEWED
+    controls.find_element(BY_CSS, 'button[name=action][value="pause"]').click()
+    _wait_loaded(browser, "/history/")
+    state = wait_until(lambda: browser.find_elements(BY_CSS, ".imgrec-controls__state"), what="the paused state")
+    assert state[0].text.startswith("Personalisation is paused"), state[0].text
+    assert ShopperControl.objects.filter(user__username="carol", kind="paused").exists()
+    buttons = [b.text for b in browser.find_elements(BY_CSS, ".imgrec-controls button")]
+    assert buttons == ["Resume personalisation", "Clear my history", "Show again"], buttons
+    save_screenshot(browser, "shopper-controls.png")
+
+
 def _admin_status(browser: Any, base: str) -> None:
     """The index status page as a superuser: "Re-index all" (after its confirmation) runs on the
     worker while the page's progress bar follows it to the end."""
@@ -295,6 +342,48 @@ def _admin_status(browser: Any, base: str) -> None:
     _open(browser, base + STATUS_PATH)
     content = browser.find_element(BY_CSS, "#content-main").text
     assert f"ready {total}" in content and "Latest run #" in content, content
+    # The shop's own queue names, each reachable and drained (a depth, not "unreachable").
+    queues = browser.find_elements(BY_CSS, "#imgrec-queues tr")
+    assert {row.find_element(BY_CSS, "th").text: row.find_element(BY_CSS, "td").text for row in queues} == {
+        name: "0" for name in DEMO_QUEUES.values()
+    }
+
+
+def _catalogue_health(browser: Any, base: str) -> None:
+    """Step 7: a second listing of a fruit (a copy of its photo, indexed by the worker) and a
+    product without a photo, added now, are findings of the catalogue health page, linked to
+    their products' admin pages."""
+    from django.core.files.base import ContentFile
+
+    from imgrec_app.models import IndexedImage
+    from shop_demo.catalog.models import Product
+
+    original = Product.objects.filter(category__slug=FOCUS).order_by("slug").first()
+    with original.photo.open("rb") as fh:
+        photo = ContentFile(fh.read(), name="second-listing.png")
+    copy = Product.objects.create(
+        slug=f"{original.slug}-again",
+        name=f"{original.name} (second listing)",
+        price=original.price,
+        stock=3,
+        category=original.category,
+        photo=photo,
+    )
+    bare = Product.objects.create(slug="gift-card", name="Gift card", price=10, stock=50, category=original.category)
+    wait_for(lambda: IndexedImage.objects.filter(object_id=str(copy.pk), status="ready").exists(), timeout=120)
+
+    _open(browser, base + HEALTH_PATH)
+    assert browser.find_element(BY_CSS, "#content h1").text == "Catalogue health"
+
+    def rows(key: str) -> list[str]:
+        return [tr.text for tr in browser.find_elements(BY_CSS, f'table[data-section="{key}"] tr')]
+
+    duplicates = rows("duplicate_listings")
+    assert any(original.name in row and copy.name in row for row in duplicates), duplicates
+    assert any(bare.name in row for row in rows("no_image")), rows("no_image")
+    link = browser.find_element(BY_CSS, f'table[data-section="no_image"] a[href$="/catalog/product/{bare.pk}/change/"]')
+    assert link.text == bare.name
+    save_screenshot(browser, "catalogue-health.png")
 
 
 def test_shop_in_a_browser(browser: Any, live_server: Any, catalogue: dict[str, str]) -> None:
@@ -319,6 +408,8 @@ def test_shop_in_a_browser(browser: Any, live_server: Any, catalogue: dict[str, 
     _log_in_and_check_merge(browser, base, catalogue, viewed)
     _search_by_photo(browser, base, catalogue)
     save_screenshot(browser, "search-results.png")
+    _shopper_controls(browser, base, viewed)
     _admin_status(browser, base)
     save_screenshot(browser, "admin-status.png")
+    _catalogue_health(browser, base)
     assert console.csp_violations() == []

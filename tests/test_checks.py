@@ -137,8 +137,9 @@ def test_product_category_accepts_fields_and_none(category: Any) -> None:
         [{"model": "catalog.Nope", "field": "photo", "product": "self"}],
         [{"model": "catalog.Product", "field": "nope", "product": "self"}],
         [{"model": "catalog.Product", "field": "photo", "product": "nope"}],
+        [{"model": "catalog.Product", "field": "name", "product": "self"}],
     ],
-    ids=["not-a-list", "no-field", "unknown-model", "unknown-field", "unknown-product-field"],
+    ids=["not-a-list", "no-field", "unknown-model", "unknown-field", "unknown-product-field", "not-a-file-field"],
 )
 def test_e006_image_sources(sources: Any) -> None:
     only(run(IMAGE_SOURCES=sources), "imgrec_app.E006")

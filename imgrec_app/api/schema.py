@@ -20,6 +20,7 @@ from drf_spectacular.utils import extend_schema as spectacular_extend_schema
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 SCHEMA_SUFFIX = "schema/"
 
@@ -43,7 +44,7 @@ def extend_schema(*args: Any, **kwargs: Any) -> Callable[[Any], Any]:
     return wrap
 
 
-def use_spectacular_schema(*views: type) -> None:
+def use_spectacular_schema(*views: type[APIView]) -> None:
     """Give views drf-spectacular's AutoSchema (what ``DEFAULT_SCHEMA_CLASS`` would do)."""
     for view in views:
         view.schema = AutoSchema()

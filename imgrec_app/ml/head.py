@@ -123,11 +123,11 @@ class ProjectionHead:
         return out
 
     def to_bytes(self) -> bytes:
-        arrays = {"mean": self.mean, "w1": self.w1, "b1": self.b1}
-        if self.w2 is not None:
+        arrays = {"format": np.array([HEAD_FORMAT]), "mean": self.mean, "w1": self.w1, "b1": self.b1}
+        if self.w2 is not None and self.b2 is not None:
             arrays.update(w2=self.w2, b2=self.b2)
         buf = io.BytesIO()
-        np.savez_compressed(buf, format=np.array([HEAD_FORMAT]), **arrays)
+        np.savez_compressed(buf, allow_pickle=False, **arrays)
         return buf.getvalue()
 
     @classmethod
@@ -172,7 +172,7 @@ class TrainingData:
     pairs: np.ndarray | None = None
 
 
-def check_data(data: TrainingData, *, min_categories: int = 2, min_per_category: int = 3) -> dict[str, int]:
+def check_data(data: TrainingData, *, min_categories: int = 2, min_per_category: int = 3) -> dict[int, int]:
     """Refuse data a head cannot learn from; returns products per category index.
 
     Raises:
@@ -265,7 +265,7 @@ def train_head(
         pairs = torch.as_tensor(np.asarray(data.pairs), dtype=torch.long)
 
     if config.hidden:
-        body: nn.Module = nn.Sequential(
+        body: nn.Sequential = nn.Sequential(
             nn.Dropout(config.dropout),
             nn.Linear(d, config.hidden),
             nn.GELU(approximate="tanh"),
@@ -303,7 +303,7 @@ def train_head(
                 cos = z[lab] @ F.normalize(proxies, dim=1).T
                 cos = cos - config.margin * F.one_hot(yb[lab], classes).float()
                 loss = loss + F.cross_entropy(config.scale * cos, yb[lab])
-            if has_text:
+            if text_proj is not None:
                 tm = text_mask[idx]
                 if int(tm.sum()) > 1:
                     tz = F.normalize(text_proj(T[idx][tm]), dim=1)

@@ -48,6 +48,14 @@ def refresh(*, days: int | None = None) -> int:
     since = timezone.now() - timedelta(days=days or imgrec_settings.BOUGHT_TOGETHER_DAYS)
     window = timedelta(hours=float(imgrec_settings.BOUGHT_TOGETHER_WINDOW_HOURS))
     table, inter = BoughtTogether._meta.db_table, Interaction._meta.db_table
+    # psycopg adapts timedelta to interval; django-stubs' parameter type leaves it out.
+    params: list[Any] = [
+        since,
+        [str(k) for k in BASKET_KINDS],
+        window,
+        window,
+        int(imgrec_settings.BOUGHT_TOGETHER_MIN_SUPPORT),
+    ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {table}")
         cursor.execute(
@@ -67,7 +75,7 @@ def refresh(*, days: int | None = None) -> int:
             GROUP BY a.content_type_id, a.object_id, b.object_id
             HAVING count(DISTINCT a.owner) >= %s
             """,
-            [since, [str(k) for k in BASKET_KINDS], window, window, int(imgrec_settings.BOUGHT_TOGETHER_MIN_SUPPORT)],
+            params,
         )
         return cursor.rowcount
 

@@ -24,7 +24,7 @@ products" shelf: those are left out, so the two shelves never repeat each other.
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -256,7 +256,7 @@ def cluster(vectors: np.ndarray, weights: np.ndarray, *, max_k: int) -> list[tup
         seeds.append(int(np.argmin(sims.max(axis=1))))
     centroids = vectors[seeds].copy()
     assign = np.zeros(n, dtype=int)
-    for _ in range(10):
+    for _round in range(10):
         assign = np.argmax(vectors @ centroids.T, axis=1)
         for j in range(k):
             members = assign == j
@@ -275,18 +275,18 @@ def cluster(vectors: np.ndarray, weights: np.ndarray, *, max_k: int) -> list[tup
 def find_interests(profile: Profile) -> list[Interest]:
     """The profile's interests, with a unit query vector per modality (weighted member mean)."""
     ids = profile.usable
-    if not ids:
-        return []
     primary = profile.primary
+    if not ids or primary is None:
+        return []
     V = np.stack([profile.vectors[primary][i] for i in ids])
     W = np.array([profile.weights[i] for i in ids], dtype=np.float32)
     groups = cluster(V, W, max_k=int(imgrec_settings.MAX_INTERESTS))
     total = sum(g[1] for g in groups) or 1.0
     out = []
-    for _, weight, members in groups:
+    for _centroid, weight, members in groups:
         member_ids = [ids[m] for m in members]
         centroids = {}
-        for modality, _, _ in profile.models:
+        for modality, _model_id, _dim in profile.models:
             vecs = [
                 profile.vectors[modality][i] * profile.weights[i] for i in member_ids if i in profile.vectors[modality]
             ]
@@ -299,7 +299,7 @@ def find_interests(profile: Profile) -> list[Interest]:
 
 def visitor_categories(profile: Profile) -> list[tuple[str, float]]:
     """The categories of the history with their weight shares, heaviest first (at most MAX_INTERESTS)."""
-    totals: Counter[str] = Counter()
+    totals: defaultdict[str, float] = defaultdict(float)
     for i in profile.ids:
         cat = profile.categories.get(i)
         if cat is not None:
@@ -355,7 +355,7 @@ def _popular_in(
     """The trending products of each of the visitor's categories (one query per category)."""
     lookup = category_field_lookup()
     out: dict[str, float] = {}
-    for cat, _ in categories:
+    for cat, _share in categories:
         if lookup is not None:
             predicted = CategoryPrediction.objects.filter(
                 content_type=product_content_type(), category=cat, object_id=Cast(OuterRef("pk"), CharField())
@@ -382,7 +382,8 @@ def retrieve(
         by_source["interest"] = _interest_neighbours(
             interests, profile, n=n, restrict=restrict, exclude=sorted(exclude)
         )
-    coview, anchors = ({}, {})
+    coview: dict[str, float] = {}
+    anchors: dict[str, str] = {}
     if weights["coview"] and profile.ids:
         coview, anchors = _viewed_together(profile, restrict=restrict, exclude=exclude, limit=limit)
         by_source["coview"] = set(coview)
@@ -429,7 +430,7 @@ def score(
     active = [m for m, _, _ in profile.models]
     total_w = sum(float(mod_weights.get(m, 0.0)) for m in active) or 1.0
     cats = categories_of(products)
-    share = dict(candidates.categories)
+    share: dict[str | None, float] = dict(candidates.categories)
     top_pop: dict[str | None, float] = defaultdict(float)
     for obj, pop in candidates.popularity.items():
         top_pop[cats.get(obj)] = max(top_pop[cats.get(obj)], pop)
@@ -489,7 +490,9 @@ def diversify(
     threshold = float(imgrec_settings.NEAR_DUPLICATE_SIMILARITY)
     n_groups = max(1, len(interests))
     rankings = [
-        sorted(ranked, key=lambda s, g=g: (-s.scores[min(g, len(s.scores) - 1)], s.product_id)) for g in range(n_groups)
+        # sorted() runs within each iteration: the key always sees that iteration's g.
+        sorted(ranked, key=lambda s: (-s.scores[min(g, len(s.scores) - 1)], s.product_id))  # noqa: B023
+        for g in range(n_groups)
     ]
     shares = [max(1, math.ceil(limit * i.share)) for i in interests] or [limit]
     cursors = [0] * n_groups
@@ -562,7 +565,8 @@ def explain(
             else:
                 reason = _("Often viewed with %(name)s") % {"name": profile.names.get(anchor, _("a product"))}
         else:
-            name = category_names.get(s.category) or profile.category_names.get(s.category) or str(s.category)
+            key = s.category or ""
+            name = category_names.get(key) or profile.category_names.get(key) or str(s.category)
             reason = _("Popular in %(category)s") % {"category": name}
         items.append(Recommendation(s.product_id, s.score, reason, f"for_you:{source}", [anchor] if anchor else []))
     return items

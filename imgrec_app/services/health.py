@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from django.core.exceptions import FieldDoesNotExist, ValidationError
-from django.db import connection
+from django.db import connection, models
 from django.db.models import CharField, Count, Exists, F, OuterRef
 from django.db.models.functions import Cast
 from django.urls import NoReverseMatch, reverse
@@ -130,13 +130,12 @@ def catalogue_health(*, check_files: bool = True, neighbours: int = 10) -> Healt
 
 
 def _disagreements(ct_id: int) -> list[HealthItem]:
-    rows = (
+    rows = list(
         CategoryPrediction.objects.filter(content_type_id=ct_id, classifier__is_active=True)
         .exclude(assigned_category="")
         .exclude(assigned_category=F("category"))
         .order_by("-confidence")
     )
-    rows = list(rows)
     names = category_names({p.assigned_category for p in rows} | {p.category for p in rows})
     return [
         HealthItem(
@@ -330,7 +329,7 @@ def category_names(values: set[str]) -> dict[str, str]:
 
 def _pks(ids: set[str]) -> list[Any]:
     pk = get_product_model()._meta.pk
-    field = pk.target_field if pk.is_relation else pk
+    field = pk.target_field if isinstance(pk, models.ForeignKey) else pk
     out = []
     for value in ids:
         try:
@@ -382,7 +381,7 @@ def inspect_image_file(image: IndexedImage) -> tuple[int, int, float] | None:
 
     try:
         source = get_image_source(image.source)
-        storage = source.model._meta.get_field(source.field).storage
+        storage = source.storage
         with storage.open(image.file_name, "rb") as fh:
             with Image.open(fh) as img:
                 width, height = img.size

@@ -23,7 +23,7 @@ from imgrec_app.models import Interaction, ShopperControl
 
 VISITOR_SESSION_KEY = "_imgrec_visitor"
 Kind = Interaction.Kind
-KIND_WEIGHTS = {Kind.VIEW: 1.0, Kind.CART: 3.0, Kind.PURCHASE: 5.0}
+KIND_WEIGHTS: dict[str, float] = {Kind.VIEW: 1.0, Kind.CART: 3.0, Kind.PURCHASE: 5.0}
 
 
 def visitor_id(request: HttpRequest, *, create: bool = False) -> uuid.UUID | None:

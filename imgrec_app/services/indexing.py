@@ -285,6 +285,7 @@ def process_images(image_ids: Sequence[int], *, reclaim: bool = False, greedy: b
     if not images:
         return summary
     token = images[0].claim_token
+    assert token is not None  # claim() stamps every row it returns with its token
     try:
         ensure_hnsw_index(ref.model_id, ref.dim)
         batch = max(1, int(imgrec_settings.BATCH_SIZE))
@@ -338,12 +339,12 @@ def _encode_and_write(
 ) -> None:
     """Embed one sub-batch and write its results (see :func:`write_results`)."""
     results = _encode(works, encoder, ref)
-    ready = [r for r in results if r.status == Status.READY and r.vector is not None]
+    ready = [(r, r.vector) for r in results if r.status == Status.READY and r.vector is not None]
     if ready:
         # Other model versions made from these vectors (the active tuned head, services/tuning.py),
         # written in the same transaction as the base vectors.
-        for model_id, vecs in extra_vectors(ref, np.stack([r.vector for r in ready])).items():
-            for r, v in zip(ready, vecs):
+        for model_id, vecs in extra_vectors(ref, np.stack([vec for _, vec in ready])).items():
+            for (r, _), v in zip(ready, vecs):
                 r.extras[model_id] = v
     written = {r.image.pk for r in write_results(results, ref.model_id, token=token)}
     for r in results:
@@ -406,6 +407,14 @@ def _vector_text(vec: np.ndarray) -> str:
     return "[" + ",".join(map(str, np.asarray(vec, dtype=np.float32).tolist())) + "]"
 
 
+def _stored_vector(result: _Result, model_id: str, base_model_id: str) -> np.ndarray:
+    """The vector of ``model_id`` a ready result writes (its base vector or a derived one)."""
+    vec = result.vector if model_id == base_model_id else result.extras.get(model_id)
+    if vec is None:  # never: a result is ready only with its vectors (fails the transaction)
+        raise ValueError(f"Image {result.image.pk} is ready without a {model_id} vector.")
+    return vec
+
+
 def write_results(results: Sequence[_Result], model_id: str, *, token: int | None = None) -> list[_Result]:
     """Write a sub-batch's results in ONE transaction: the statuses (one ``UPDATE … FROM
     (VALUES …)`` that only matches rows still ``processing`` at the revision this task read),
@@ -422,7 +431,8 @@ def write_results(results: Sequence[_Result], model_id: str, *, token: int | Non
     if not results:
         return []
     ii, ie = IndexedImage._meta.db_table, ImageEmbedding._meta.db_table
-    rows, params = [], []
+    rows: list[str] = []
+    params: list[Any] = []
     for r in results:
         rows.append("(%s::bigint, %s::integer, %s::varchar, %s::varchar, %s::varchar, %s::text)")
         params += [r.image.pk, r.image.revision, r.status, r.file_hash, r.reason[:40], r.detail[:2000]]
@@ -448,7 +458,7 @@ def write_results(results: Sequence[_Result], model_id: str, *, token: int | Non
             extra_ids = sorted({mid for pk, _, _ in ready for mid in by_pk[pk].extras})
             for mid in [model_id, *extra_ids]:
                 have = [(pk, ct, obj) for pk, ct, obj in ready if mid == model_id or mid in by_pk[pk].extras]
-                vecs = [by_pk[pk].vector if mid == model_id else by_pk[pk].extras[mid] for pk, _, _ in have]
+                vecs = [_stored_vector(by_pk[pk], mid, model_id) for pk, _, _ in have]
                 cursor.execute(
                     f"""
                     INSERT INTO {ie} (image_id, model_id, vector, file_hash, labels, created_at)

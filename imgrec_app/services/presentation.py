@@ -62,7 +62,7 @@ def _url(source_key: str, name: str, storages: dict[str, Any]) -> str | None:
             source = get_image_source(source_key)
         except LookupError:
             return None
-        storage = storages[source_key] = source.model._meta.get_field(source.field).storage
+        storage = storages[source_key] = source.storage
     return storage.url(name)
 
 
@@ -86,14 +86,9 @@ def primary_image_urls(product_ids: Sequence[str]) -> dict[str, str]:
     for obj, source_key, name in rows:
         if obj in urls:
             continue
-        storage = storages.get(source_key)
-        if storage is None:
-            try:
-                source = get_image_source(source_key)
-                storage = storages[source_key] = source.model._meta.get_field(source.field).storage  # type: ignore[union-attr]
-            except LookupError:
-                continue
-        urls[obj] = storage.url(name)
+        url = _url(source_key, name, storages)
+        if url is not None:
+            urls[obj] = url
     return urls
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.db.models import F, FloatField, Func, QuerySet, Sum, Value
@@ -38,6 +38,9 @@ from imgrec_app.services import search
 from imgrec_app.services.models import serving_model
 from imgrec_app.services.text import text_model
 
+if TYPE_CHECKING:
+    from django.utils.functional import _StrOrPromise as StrOrPromise
+
 logger = logging.getLogger(__name__)
 
 
@@ -47,7 +50,7 @@ class Recommendation:
 
     product_id: str
     score: float
-    reason: str
+    reason: StrOrPromise  # lazy (REASONS) where the shelf may be rendered in another language
     source: str
     because_of: list[str] = field(default_factory=list)
     product: Any = None

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import models
 from django.db.models import Exists, QuerySet
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast
@@ -77,7 +78,7 @@ def _where(qs: QuerySet, using: str) -> tuple[str, list[Any]]:
 
 def _pk_field() -> Any:
     pk = get_product_model()._meta.pk
-    return pk.target_field if pk.is_relation else pk
+    return pk.target_field if isinstance(pk, models.ForeignKey) else pk
 
 
 # Stands for the outer column in the rules' EXISTS, compiled once per shelf and used by the k-NN

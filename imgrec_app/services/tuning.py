@@ -88,7 +88,7 @@ def gather(base_model_id: str) -> Catalogue:
     categories = _categories_of(ids)
     names = sorted({c for c in categories.values() if c is not None})
     index = {c: n for n, c in enumerate(names)}
-    labels = np.array([index.get(categories.get(i), -1) if categories.get(i) else -1 for i in ids], dtype=np.int64)
+    labels = np.array([index.get(c, -1) if (c := categories.get(i)) else -1 for i in ids], dtype=np.int64)
     X = np.stack([base[i] for i in ids]) if ids else np.zeros((0, 0), dtype=np.float32)
     text = None
     tmodel = text_model()
@@ -299,6 +299,8 @@ def load_head(run: TuningRun) -> ProjectionHead:
             if run.weights is not None
             else TuningRun.objects.values_list("weights", flat=True).get(pk=run.pk)
         )
+        if weights is None:
+            raise LookupError(f"Tuning run {run.pk} has no stored head.")
         _heads[run.pk] = ProjectionHead.from_bytes(weights)
     return _heads[run.pk]
 

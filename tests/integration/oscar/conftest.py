@@ -2,31 +2,30 @@
 small Oscar catalogue of real demo photos made with Oscar's own test factories.
 
 The worker fixtures (``celery_worker``) come from ``tests/conftest.py``; this file only swaps in
-the Oscar shop's Celery app, so nothing from shop_demo is imported.
+the Oscar shop's Celery app, so nothing from shop_demo is imported.  The parts every host-shop
+suite shares are in ``tests/integration/_base.py``.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pytest
 from django.conf import settings
 from django.core.management import call_command
 
-SETTINGS_MODULE = "tests.integration.oscar.settings"
-DATA_DIR = Path(__file__).resolve().parents[3] / "shop_demo" / "catalog" / "data"
+from tests.integration._base import (
+    DATA_DIR,
+    celery_app_fixture,
+    collect_only_under,
+    indexed_shop_fixture,
+)
 
-# pytest-django takes one settings module per session: in a session with other settings (the
-# main suite) these tests cannot run, so they are not collected there.
-if os.environ.get("DJANGO_SETTINGS_MODULE") != SETTINGS_MODULE:
-    collect_ignore_glob = ["test_*.py"]
+collect_ignore_glob = collect_only_under("tests.integration.oscar.settings")
 
 # Three kinds of real catalogue photos; the first entries of a kind look alike (apples, guitars,
 # cars), so the nearest neighbours of a product are mostly its own kind.
@@ -37,17 +36,13 @@ PER_KIND = 6
 UNSELLABLE = {1: "not public", 2: "out of stock", 3: "all stock allocated"}
 
 
-@pytest.fixture(scope="session")
-def celery_app_real() -> Any:
-    """The Oscar shop's Celery app (replaces tests/conftest.py's demo one) on the test Redis."""
+def _oscar_app() -> Any:
     from tests.integration.oscar.celery_app import app
 
-    try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=2, timeout=2)
-    except Exception as exc:  # any reason: there is no usable broker
-        pytest.fail(f"Redis is not reachable at {app.conf.broker_url}: {exc}. Run `make redis`.")
     return app
+
+
+celery_app_real = celery_app_fixture(_oscar_app)
 
 
 @dataclass
@@ -144,28 +139,13 @@ class IndexedShop:
     files_after: set[str]
 
 
-@pytest.fixture(scope="module")
-def indexed_shop(django_db_setup: Any, django_db_blocker: Any, _session_worker: Any) -> Iterator[IndexedShop]:
-    """The Oscar catalogue, committed and indexed by ``imgrec_reindex --missing --wait`` with a
-    real worker once per module; tests read it inside their own rolled-back transactions."""
-    with django_db_blocker.unblock():
-        _flush()
-        try:
-            catalogue = build_catalogue()
-            files_before = media_files()
-            output = backfill()
-            shop = IndexedShop(catalogue, output, files_before, media_files())
-        except BaseException:
-            _flush()
-            raise
-    yield shop
-    with django_db_blocker.unblock():
-        _flush()
+def _build_and_backfill() -> IndexedShop:
+    catalogue = build_catalogue()
+    files_before = media_files()
+    output = backfill()
+    return IndexedShop(catalogue, output, files_before, media_files())
 
 
-def _flush() -> None:
-    """Empty the test database, as a transactional test does after itself."""
-    from django.contrib.contenttypes.models import ContentType
-
-    call_command("flush", interactive=False, verbosity=0)
-    ContentType.objects.clear_cache()
+# The Oscar catalogue, committed and indexed by ``imgrec_reindex --missing --wait`` with a real
+# worker once per module.
+indexed_shop = indexed_shop_fixture(_build_and_backfill)

@@ -3,17 +3,13 @@ says, with imgrec added as docs/OSCAR.md says.  Nothing here comes from shop_dem
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from oscar.defaults import *  # noqa: F403 - Oscar's documented first line: its defaults
 
-from imgrec_app.contrib.embedded_db import database_config
+from tests.integration import _base
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[2]
-VAR_DIR = Path(os.environ.setdefault("IMGREC_VAR_DIR", str(REPO / "var" / "test")))
 
 SECRET_KEY = "oscar-integration-test-only"
 DEBUG = False
@@ -113,25 +109,26 @@ HAYSTACK_CONNECTIONS = {"default": {"ENGINE": "haystack.backends.simple_backend.
 
 # The embedded PostgreSQL + pgvector that the main test suite uses, with a test database of its
 # own, so both suites can run on one server (at the same time, too).
-DATABASES = {"default": database_config(VAR_DIR / "pgdata")}
+DATABASES = {"default": _base.database("test_imgrec_oscar")}
 DATABASES["default"]["ATOMIC_REQUESTS"] = True  # Oscar's recommendation
-DATABASES["default"]["TEST"] = {"NAME": "test_imgrec_oscar"}
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 LANGUAGE_CODE = "en-gb"
 USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "/static/"
 MEDIA_URL = "/media/"
-MEDIA_ROOT = tempfile.mkdtemp(prefix="imgrec-oscar-media-")
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Test-run settings every host-shop suite shares (tests/integration/_base.py).
+CACHES = _base.CACHES
+MEDIA_ROOT = _base.MEDIA_ROOT
+PASSWORD_HASHERS = _base.PASSWORD_HASHERS
+CELERY_BROKER_URL = _base.CELERY_BROKER_URL
+CELERY_TASK_IGNORE_RESULT = _base.CELERY_TASK_IGNORE_RESULT
+CELERY_BROKER_CONNECTION_TIMEOUT = _base.CELERY_BROKER_CONNECTION_TIMEOUT
 
 # --- Celery (Celery's Django layout; see celery_app.py) -----------------------------------------
-CELERY_BROKER_URL = os.environ.get("IMGREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- imgrec ---------------------------------------------------------------------------------------

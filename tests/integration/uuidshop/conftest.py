@@ -1,42 +1,38 @@
 """Fixtures of the uuidshop session: the shop's Celery app for the real worker, and a catalogue of
-real demo photos that exists before imgrec is configured (then backfilled as the README says)."""
+real demo photos that exists before imgrec is configured (then backfilled as the README says).
+The parts every host-shop suite shares are in ``tests/integration/_base.py``."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from django.conf import settings
 from django.core.management import call_command
 
-SETTINGS_MODULE = "tests.integration.uuidshop.settings"
-DATA_DIR = Path(__file__).resolve().parents[3] / "shop_demo" / "catalog" / "data"
+from tests.integration._base import (
+    DATA_DIR,
+    celery_app_fixture,
+    collect_only_under,
+    indexed_shop_fixture,
+)
 
-# pytest-django takes one settings module per session: elsewhere these tests are not collected.
-if os.environ.get("DJANGO_SETTINGS_MODULE") != SETTINGS_MODULE:
-    collect_ignore_glob = ["test_*.py"]
+collect_ignore_glob = collect_only_under("tests.integration.uuidshop.settings")
 
 KINDS = ("fruit", "musical-instruments", "vehicles")
 PER_KIND = 4
 
 
-@pytest.fixture(scope="session")
-def celery_app_real() -> Any:
-    """The shop's Celery app (replaces tests/conftest.py's demo one) on the test Redis."""
+def _shop_app() -> Any:
     from tests.integration.uuidshop.celery_app import app
 
-    try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=2, timeout=2)
-    except Exception as exc:
-        pytest.fail(f"Redis is not reachable at {app.conf.broker_url}: {exc}. Run `make redis`.")
     return app
+
+
+celery_app_real = celery_app_fixture(_shop_app)
 
 
 @dataclass
@@ -79,27 +75,14 @@ def build_catalogue() -> Shop:
     return shop
 
 
-@pytest.fixture(scope="module")
-def indexed_shop(django_db_setup: Any, django_db_blocker: Any, _session_worker: Any) -> Iterator[Shop]:
-    """The catalogue, committed and backfilled by ``imgrec_reindex --missing --wait`` with a real
-    worker once per module; tests read it inside their own rolled-back transactions."""
-    with django_db_blocker.unblock():
-        _flush()
-        try:
-            shop = build_catalogue()
-            out = io.StringIO()
-            call_command("imgrec_reindex", "--missing", "--wait", "--timeout", "240", stdout=out, verbosity=0)
-            shop.backfill_output = out.getvalue()
-        except BaseException:
-            _flush()
-            raise
-    yield shop
-    with django_db_blocker.unblock():
-        _flush()
+def _build_and_backfill() -> Shop:
+    shop = build_catalogue()
+    out = io.StringIO()
+    call_command("imgrec_reindex", "--missing", "--wait", "--timeout", "240", stdout=out, verbosity=0)
+    shop.backfill_output = out.getvalue()
+    return shop
 
 
-def _flush() -> None:
-    from django.contrib.contenttypes.models import ContentType
-
-    call_command("flush", interactive=False, verbosity=0)
-    ContentType.objects.clear_cache()
+# The catalogue, committed and backfilled by ``imgrec_reindex --missing --wait`` with a real
+# worker once per module.
+indexed_shop = indexed_shop_fixture(_build_and_backfill)

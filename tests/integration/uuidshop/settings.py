@@ -4,15 +4,11 @@ Nothing here comes from shop_demo."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
-from imgrec_app.contrib.embedded_db import database_config
+from tests.integration import _base
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[2]
-VAR_DIR = Path(os.environ.setdefault("IMGREC_VAR_DIR", str(REPO / "var" / "test")))
 
 SECRET_KEY = "uuidshop-integration-test-only"
 DEBUG = False
@@ -58,21 +54,22 @@ TEMPLATES = [
 
 # README "Database": PostgreSQL with pgvector >= 0.8, here the [embedded] extra's server (the one
 # the main suite uses, with a test database of its own).
-DATABASES = {"default": database_config(VAR_DIR / "pgdata")}
-DATABASES["default"]["TEST"] = {"NAME": "test_imgrec_uuidshop"}
+DATABASES = {"default": _base.database("test_imgrec_uuidshop")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 USE_TZ = True
 STATIC_URL = "/static/"
 MEDIA_URL = "/media/"
-MEDIA_ROOT = tempfile.mkdtemp(prefix="imgrec-uuidshop-media-")
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-# README step 4: Celery's Django layout (celery_app.py) and the sweeper on beat.
-CELERY_BROKER_URL = os.environ.get("IMGREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-CELERY_TASK_IGNORE_RESULT = True
-CELERY_BROKER_CONNECTION_TIMEOUT = 2
+# Test-run settings every host-shop suite shares (tests/integration/_base.py).
+CACHES = _base.CACHES
+MEDIA_ROOT = _base.MEDIA_ROOT
+PASSWORD_HASHERS = _base.PASSWORD_HASHERS
+CELERY_BROKER_URL = _base.CELERY_BROKER_URL
+CELERY_TASK_IGNORE_RESULT = _base.CELERY_TASK_IGNORE_RESULT
+CELERY_BROKER_CONNECTION_TIMEOUT = _base.CELERY_BROKER_CONNECTION_TIMEOUT
+
+# README step 4: Celery's Django layout (celery_app.py; CELERY_BROKER_URL above) and the sweeper on beat.
 CELERY_BEAT_SCHEDULE = {
     "imgrec-sweep": {"task": "imgrec.sweep", "schedule": 60.0, "options": {"queue": "imgrec.uuidshop.light"}}
 }
