@@ -9,8 +9,10 @@ from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template import RequestContext, Template
 from django.utils.cache import patch_cache_control, patch_vary_headers
+from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_POST
 
+from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import get_visible_product
 from imgrec_app.services import history, recommend
 
@@ -39,7 +41,9 @@ def similar_fragment(request: HttpRequest, product_id: str) -> HttpResponse:
     except DatabaseError:
         logger.exception("imgrec similar fragment: database error looking up product %r", product_id)
         return _unavailable()
-    return HttpResponse(_SIMILAR.render(RequestContext(request, {"product": product, "limit": _limit(request)})))
+    return _tracked(
+        HttpResponse(_SIMILAR.render(RequestContext(request, {"product": product, "limit": _limit(request)})))
+    )
 
 
 def bought_together_fragment(request: HttpRequest, product_id: str) -> HttpResponse:
@@ -51,7 +55,17 @@ def bought_together_fragment(request: HttpRequest, product_id: str) -> HttpRespo
     except DatabaseError:
         logger.exception("imgrec bought-together fragment: database error looking up product %r", product_id)
         return _unavailable()
-    return HttpResponse(_BOUGHT.render(RequestContext(request, {"product": product, "limit": _limit(request)})))
+    return _tracked(
+        HttpResponse(_BOUGHT.render(RequestContext(request, {"product": product, "limit": _limit(request)})))
+    )
+
+
+def _tracked(response: HttpResponse) -> HttpResponse:
+    """A public shelf's fragment carries this visitor's recommendation id when tracking is on: private."""
+    if imgrec_settings.TRACKING:
+        patch_vary_headers(response, ["Cookie"])
+        patch_cache_control(response, private=True, no_cache=True)
+    return response
 
 
 def _unavailable() -> HttpResponse:
@@ -157,3 +171,24 @@ def pause_control(request: HttpRequest) -> HttpResponse:
 def clear_history_control(request: HttpRequest) -> HttpResponse:
     history.clear(request)
     return _controls_done(request)
+
+
+# --- measured shelves: the "seen" beacon of static/imgrec_app/track.js ------------------------------
+
+
+@csrf_protect
+@require_POST
+def seen_beacon(request: HttpRequest) -> HttpResponse:
+    """POST ``rec_id`` (repeatable, CSRF token in the body): the visitor's own shelves were seen.
+
+    Always 204 for well-formed requests (another visitor's or an unknown id changes nothing, and
+    says nothing); 429 over ``TRACKING_BEACON_RATE``.  CSRF is checked by Django's middleware.
+    """
+    from imgrec_app.services import tracking
+
+    if not tracking.beacon_allowed(request):
+        return HttpResponse(status=429)
+    tracking.mark_seen(request, request.POST.getlist("rec_id"))
+    response = HttpResponse(status=204)
+    patch_cache_control(response, private=True, no_store=True)
+    return response
