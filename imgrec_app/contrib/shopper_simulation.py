@@ -115,10 +115,19 @@ def shelf_links(html: str) -> tuple[int, list[ShelfLink]]:
 
 
 def choose_click(
-    links: list[ShelfLink], preferred: set[str | None], category: dict[str, str | None], behaviour: Behaviour, rng: random.Random
+    links: list[ShelfLink],
+    preferred: set[str | None],
+    category: dict[str, str | None],
+    behaviour: Behaviour,
+    rng: random.Random,
+    *,
+    visited: frozenset[str] | set[str] = frozenset(),
 ) -> ShelfLink | None:
-    """The link this shopper clicks on a page, or None (see :class:`Behaviour`)."""
+    """The link this shopper clicks on a page, or None (see :class:`Behaviour`); products already
+    opened in this visit are passed over."""
     for link in links:
+        if link.product_id in visited:
+            continue
         base = behaviour.click_preferred if category.get(link.product_id) in preferred else behaviour.click_other
         if rng.random() < base * behaviour.decay ** (link.position - 1):
             return link
@@ -220,7 +229,8 @@ def simulate(
     started = time.perf_counter()
     for number, (preferred, browsed) in enumerate(sessions, start=1):
         shopper = _Shopper(events_url)
-        _browse(shopper, [urls[p] for p in browsed if p in urls], set(preferred), catalogue.category, behaviour, rng, result)
+        planned = [(p, urls[p]) for p in browsed if p in urls]
+        _browse(shopper, planned, set(preferred), catalogue.category, behaviour, rng, result)
         if days > 0:
             _backdate(shopper.visitor_id(), dt.timedelta(days=rng.randrange(days), seconds=rng.randrange(86_400)))
         result.visitors += 1
@@ -232,7 +242,7 @@ def simulate(
 
 def _browse(
     shopper: _Shopper,
-    planned: list[str],
+    planned: list[tuple[str, str]],
     preferred: set[str | None],
     category: dict[str, str | None],
     behaviour: Behaviour,
@@ -244,18 +254,20 @@ def _browse(
     if not planned:
         return
     queue = list(planned)
+    visited: set[str] = set()
 
-    def visit(url: str) -> list[ShelfLink]:
+    def visit(product_id: str, url: str) -> list[ShelfLink]:
+        visited.add(product_id)
         shelves, links = shelf_links(shopper.open(url))
         result.pages += 1
         result.shelves_seen += shelves
         return links
 
-    links = visit(queue.pop(0))
+    links = visit(*queue.pop(0))
     for _ in range(len(planned) - 1):
-        link = choose_click(links, preferred, category, behaviour, rng)
+        link = choose_click(links, preferred, category, behaviour, rng, visited=visited)
         if link is not None:
-            links = visit(link.href)  # the click: imgrec records it on this request
+            links = visit(link.product_id, link.href)  # the click: imgrec records it on this request
             result.clicks += 1
             result.by_shelf[link.shelf] = result.by_shelf.get(link.shelf, 0) + 1
             liked = category.get(link.product_id) in preferred
@@ -266,6 +278,6 @@ def _browse(
                     shopper.event(link.product_id, "purchase")
                     result.purchases += 1
         elif queue:
-            links = visit(queue.pop(0))
+            links = visit(*queue.pop(0))
         else:
             return

@@ -249,10 +249,7 @@ def daily_counts(filters: Filters | None = None) -> dict[Key, Counts]:
 
 def configured_experiments() -> dict[str, Any]:
     """``IMGREC["EXPERIMENTS"]`` as configured (active or not: a stopped test is still reported)."""
-    try:
-        value = imgrec_settings.EXPERIMENTS
-    except AttributeError:  # TEMPORARY until measure's conf.py (EXPERIMENTS in DEFAULTS) is merged
-        value = imgrec_settings.user_settings.get("EXPERIMENTS", {})
+    value = imgrec_settings.EXPERIMENTS
     return dict(value) if isinstance(value, dict) else {}
 
 
