@@ -138,10 +138,13 @@ class _Shopper:
     """One simulated visitor: a test client with its own session, cookies and experiment variant."""
 
     def __init__(self, events_url: str) -> None:
+        from django.conf import settings
         from django.test import Client
 
-        # CSRF checked as for a browser: the events API gets the token from the page's cookie.
-        self.client = Client(enforce_csrf_checks=True, HTTP_USER_AGENT=USER_AGENT)
+        # A host the shop accepts; CSRF checked as for a browser (the events API gets the token
+        # from the page's cookie).
+        host = next((h for h in settings.ALLOWED_HOSTS if h and h != "*" and not h.startswith(".")), "testserver")
+        self.client = Client(enforce_csrf_checks=True, HTTP_USER_AGENT=USER_AGENT, HTTP_HOST=host)
         self.events_url = events_url
 
     def open(self, url: str) -> str:
