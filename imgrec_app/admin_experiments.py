@@ -120,7 +120,11 @@ def _plots(report: experiment_stats.ExperimentReport, query: dict[str, str]) -> 
     """One plot per shelf and experiment of the report (the image is the plot view's)."""
     pairs = sorted({(row.shelf, row.experiment) for row in report.rows})
     return [
-        {"shelf": shelf, "experiment": experiment, "query": urlencode({**query, "shelf": shelf, "experiment": experiment})}
+        {
+            "shelf": shelf,
+            "experiment": experiment,
+            "query": urlencode({**query, "shelf": shelf, "experiment": experiment}),
+        }
         for shelf, experiment in pairs
         if experiment
     ]

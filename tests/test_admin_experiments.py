@@ -85,7 +85,10 @@ def test_csv_download_has_one_row_per_day_shelf_source_and_variant(client, analy
     assert len(data) == 5  # 2 days x 2 variants of similar:image + 1 fallback row
     assert {row["variant"] for row in data} == {"baseline", "image-only"}
     today = timezone.now().date().isoformat()
-    assert len(list(csv.DictReader(io.StringIO(client.get(PAGE, {"format": "csv", "since": today}).content.decode())))) == 3
+    assert (
+        len(list(csv.DictReader(io.StringIO(client.get(PAGE, {"format": "csv", "since": today}).content.decode()))))
+        == 3
+    )
 
 
 def test_plot_is_a_png(client, analyst, rows):

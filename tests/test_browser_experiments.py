@@ -27,7 +27,10 @@ EXPERIMENT = "similar-text-weight"
 
 
 def test_experiments_page_in_a_browser(
-    browser: Any, live_server: Any, catalogue: dict[str, str], settings: Any  # noqa: F811
+    browser: Any,  # noqa: F811  (the fixture imported above)
+    live_server: Any,
+    catalogue: dict[str, str],  # noqa: F811
+    settings: Any,
 ) -> None:
     from django.contrib.auth import get_user_model
 

@@ -118,7 +118,8 @@ def add_arm(
     )
     ct = ContentType.objects.get(app_label="catalog", model="product")
     clicks = ShelfClick.objects.bulk_create(
-        ShelfClick(impression=imp, content_type=ct, object_id="1", position=0, created_at=when) for imp in rows[:clicked]
+        ShelfClick(impression=imp, content_type=ct, object_id="1", position=0, created_at=when)
+        for imp in rows[:clicked]
     )
     ShelfClick.objects.bulk_create(
         ShelfClick(impression=imp, content_type=ct, object_id="2", position=1, created_at=when)
@@ -222,12 +223,18 @@ def test_csv_has_one_row_per_day_shelf_source_and_variant(experiments):
     rows = list(csv.DictReader(io.StringIO(stats.to_csv(stats.experiment_report()))))
     assert list(rows[0]) == stats.CSV_COLUMNS
     assert len(rows) == 4
-    assert [(r["date"], r["variant"], r["source"]) for r in rows][0] == (yesterday.isoformat(), "baseline", "similar:image")
+    assert [(r["date"], r["variant"], r["source"]) for r in rows][0] == (
+        yesterday.isoformat(),
+        "baseline",
+        "similar:image",
+    )
     first = rows[0]
     assert (first["impressions"], first["clicked_impressions"], first["carts"]) == ("10", "2", "1")
     assert float(first["ctr"]) == pytest.approx(0.2)
     low, high = stats.wilson_interval(2, 10)
-    assert float(first["ctr_low"]) == pytest.approx(low, abs=1e-6) and float(first["ctr_high"]) == pytest.approx(high, abs=1e-6)
+    assert float(first["ctr_low"]) == pytest.approx(low, abs=1e-6) and float(first["ctr_high"]) == pytest.approx(
+        high, abs=1e-6
+    )
     purchases = [r for r in rows if r["variant"] == "image-only" and r["source"] == "similar:image"][0]
     assert purchases["purchases"] == "2" and float(purchases["purchase_rate"]) == pytest.approx(0.2)
 

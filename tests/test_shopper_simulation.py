@@ -22,7 +22,9 @@ pytestmark = pytest.mark.django_db
 MODEL_ID = "test-simulation:v1"
 DIM = 16
 DEMO_EXPERIMENT = "similar-text-weight"
-EAGER = sim.Behaviour(click_preferred=0.9, click_other=0.1, decay=0.95, cart_preferred=0.8, cart_other=0.3, purchase=0.6)
+EAGER = sim.Behaviour(
+    click_preferred=0.9, click_other=0.1, decay=0.95, cart_preferred=0.8, cart_other=0.3, purchase=0.6
+)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -58,7 +58,13 @@ class Rate:
         return self.successes / self.trials if self.trials else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"successes": self.successes, "trials": self.trials, "value": self.value, "low": self.low, "high": self.high}
+        return {
+            "successes": self.successes,
+            "trials": self.trials,
+            "value": self.value,
+            "low": self.low,
+            "high": self.high,
+        }
 
 
 def wilson_interval(successes: int, trials: int, *, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
@@ -328,7 +334,8 @@ class ExperimentReport:
             if k_shelf == shelf and k_exp == experiment:
                 per[variant][day].add(counts)
         return {
-            variant: [(day, getattr(days[day], metric)) for day in sorted(days)] for variant, days in sorted(per.items())
+            variant: [(day, getattr(days[day], metric)) for day in sorted(days)]
+            for variant, days in sorted(per.items())
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -407,7 +414,9 @@ def to_csv(report: ExperimentReport) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(CSV_COLUMNS)
-    for (shelf, source, experiment, variant, day), c in sorted(report.daily.items(), key=lambda kv: (kv[0][4], kv[0][:4])):
+    for (shelf, source, experiment, variant, day), c in sorted(
+        report.daily.items(), key=lambda kv: (kv[0][4], kv[0][:4])
+    ):
         line: list[Any] = [day.isoformat(), shelf, source, experiment, variant, c.impressions, c.seen, c.clicks]
         line.append(c.clicked_impressions)
         for r in (c.ctr,):
