@@ -20,7 +20,8 @@ from shop_demo import settings as demo_settings
 from tests.browser_support import ConsoleWatch, loaded_images, save_screenshot
 from tests.test_browser import BY_CSS, PASSWORD, _log_in, browser, catalogue  # noqa: F401  (fixtures)
 
-pytestmark = [pytest.mark.worker]
+# The shoppers' requests are real page renders: minutes on a busy 2-core machine.
+pytestmark = [pytest.mark.worker, pytest.mark.timeout(1800)]
 
 PAGE = "/admin/imgrec_app/indexedimage/experiments/"
 EXPERIMENT = "similar-text-weight"
@@ -38,7 +39,7 @@ def test_experiments_page_in_a_browser(
     from imgrec_app.models import ShelfClick, ShelfImpression
 
     settings.IMGREC = {**settings.IMGREC, "EXPERIMENTS": demo_settings.IMGREC["EXPERIMENTS"]}
-    result = shopper_simulation.simulate(visitors=40, pages=6, days=5, seed=4)
+    result = shopper_simulation.simulate(visitors=14, pages=5, days=5, seed=4)
     assert result.clicks > 0
     variants = set(ShelfImpression.objects.filter(experiment=EXPERIMENT).values_list("variant", flat=True))
     assert variants == {"control", "image-only"}
