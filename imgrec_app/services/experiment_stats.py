@@ -24,6 +24,7 @@ from typing import Any
 
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
+from django.utils import timezone
 
 from imgrec_app.conf import imgrec_settings
 
@@ -194,16 +195,21 @@ class Filters:
     experiment: str = ""
 
     def impression_q(self, prefix: str = "") -> Q:
+        # Bounds as datetimes (not ``__date``), so the created_at indexes serve the range.
         q = Q()
         if self.since:
-            q &= Q(**{f"{prefix}created_at__date__gte": self.since})
+            q &= Q(**{f"{prefix}created_at__gte": _day_start(self.since)})
         if self.until:
-            q &= Q(**{f"{prefix}created_at__date__lte": self.until})
+            q &= Q(**{f"{prefix}created_at__lt": _day_start(self.until + dt.timedelta(days=1))})
         if self.shelf:
             q &= Q(**{f"{prefix}shelf": self.shelf})
         if self.experiment:
             q &= Q(**{f"{prefix}experiment": self.experiment})
         return q
+
+
+def _day_start(day: dt.date) -> dt.datetime:
+    return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
 
 
 Key = tuple[str, str, str, str, dt.date]
