@@ -65,7 +65,7 @@ class Command(BaseCommand):
         days = report.days()
         self.stdout.write(f"Impressions from {days[0]} to {days[-1]}; rates with 95 % Wilson intervals.")
         self.stdout.write(
-            f"{'shelf':<16} {'source':<18} {'experiment':<22} {'variant':<14} {'impr.':>7} "
+            f"{'shelf':<16} {'source':<30} {'experiment':<22} {'variant':<14} {'impr.':>7} "
             f"{'CTR':>22} {'add-to-cart':>22} {'purchase':>22}  vs control (CTR)"
         )
         for row in rows:
@@ -78,6 +78,6 @@ class Command(BaseCommand):
                 verdict = f"{100 * (cmp.difference or 0):+.1f} pts, p={cmp.p_value:.3f}"
                 verdict += " SIGNIFICANT" if cmp.significant else ("" if cmp.enough_data else " (too few events)")
             self.stdout.write(
-                f"{row.shelf:<16} {row.source or 'all':<18} {row.experiment or '-':<22} {row.variant or '-':<14} "
+                f"{row.shelf:<16} {row.source or 'all':<30} {row.experiment or '-':<22} {row.variant or '-':<14} "
                 f"{c.impressions:>7} {_pct(c.ctr):>22} {_pct(c.cart_rate):>22} {_pct(c.purchase_rate):>22}  {verdict}"
             )
