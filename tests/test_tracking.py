@@ -323,14 +323,19 @@ def test_api_for_you_runs_in_the_visitors_variant(client, shop, settings):
         "control": "control",
         "variants": {
             "control": {"traffic": 0, "settings": {}},
-            "no-recency": {"traffic": 100, "settings": {"FORYOU_WEIGHTS": {"recency": 0.0}}},
+            "show-seen": {"traffic": 100, "settings": {"EXCLUDE_SEEN": False}},
         },
     }
+    viewed = {str(p.pk) for p in (shop[3], shop[6], shop[9])}
+    for p in (shop[3], shop[6], shop[9]):
+        _page(client, p)
+    default = {r["product_id"] for r in client.get(f"{API}/recommendations/?limit=8").json()["results"]}
+    assert not default & viewed  # EXCLUDE_SEEN (the default) leaves them out
     settings.IMGREC = {**settings.IMGREC, "EXPERIMENTS": {"fy": experiment}}
-    _page(client, shop[3])
-    body = client.get(f"{API}/recommendations/?limit=6&track=1").json()
+    body = client.get(f"{API}/recommendations/?limit=8&track=1").json()
+    assert {r["product_id"] for r in body["results"]} & viewed  # the variant's setting applied
     imp = ShelfImpression.objects.get(rec_id=body["rec_id"])
-    assert (imp.shelf, imp.experiment, imp.variant) == ("foryou", "fy", "no-recency")
+    assert (imp.shelf, imp.experiment, imp.variant) == ("foryou", "fy", "show-seen")
     assert client.get(f"{API}/experiments/").json()["results"] == [
-        {"experiment": "fy", "variant": "no-recency", "shelves": ["foryou"], "is_control": False}
+        {"experiment": "fy", "variant": "show-seen", "shelves": ["foryou"], "is_control": False}
     ]
