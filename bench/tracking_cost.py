@@ -85,7 +85,9 @@ def prepare(n: int, seed: int) -> list[Any]:
     for i, p in enumerate(products):
         v = centers[i % 6] + 0.3 * rng.normal(size=DIM)
         rows.append(
-            ProductVector(content_type=ct, object_id=str(p.pk), model_id=MODEL_ID, vector=(v / np.linalg.norm(v)).tolist())
+            ProductVector(
+                content_type=ct, object_id=str(p.pk), model_id=MODEL_ID, vector=(v / np.linalg.norm(v)).tolist()
+            )
         )
     ProductVector.objects.bulk_create(rows)
     ServingModel.objects.update_or_create(modality="image", defaults={"model_id": MODEL_ID, "dimensions": DIM})
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     products = prepare(args.products, args.seed)
     rng = random.Random(args.seed)
     clients = {t: Client() for t in (False, True)}
-    for t, c in clients.items():  # returning visitors: a session and a visitor id
+    for c in clients.values():  # returning visitors: a session and a visitor id
         c.get(products[0].get_absolute_url())
     keys = [(m, t) for m in MODES for t in (False, True)]
     for m, t in keys * 5:  # warm-up
@@ -170,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
                     "extra writes": round(counts[t][1] - counts[False][1], 2),
                 }
             )
-    common.print_table(rows, title="Rendered shelves with impression tracking on vs off (in-process, django.test.Client)")
+    common.print_table(
+        rows, title="Rendered shelves with impression tracking on vs off (in-process, django.test.Client)"
+    )
     shelves_per_page = 3
     print(
         f"\n{impressions} impressions recorded by {args.requests} tracked fragments + {args.requests} tracked pages "
