@@ -52,9 +52,7 @@ def _check_foryou_weights() -> list[CheckMessage]:
     hint = f"Default: {DEFAULTS['FORYOU_WEIGHTS']!r}; see docs/EVALUATION.md (--foryou-grid)."
     if not isinstance(value, dict):
         return [Error(f"{SETTING_NAME}['FORYOU_WEIGHTS'] must be a dict.", hint=hint, id="imgrec_app.E045")]
-    bad = [
-        k for k, v in value.items() if k not in known or isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
-    ]
+    bad = [k for k, v in value.items() if k not in known or _out_of_range(v, 0, integer=False)]
     if bad:
         return [
             Error(
@@ -246,6 +244,23 @@ def _check_sources() -> list[CheckMessage]:
     return errors
 
 
+def _out_of_range(value: Any, minimum: float, maximum: float | None = None, *, integer: bool = True) -> bool:
+    """True unless ``value`` is an int (any real number with ``integer=False``; never a bool)
+    in ``[minimum, maximum]``: the one range test behind E008, E040, E041, E045 and E046."""
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        return True
+    return not minimum <= value or (maximum is not None and not value <= maximum)  # NaN is out of range
+
+
+def _range_error(key: str, value: Any, kind: str, check_id: str, *, hint: str | None = None) -> Error:
+    """``IMGREC['KEY'] must be <kind>, not <value>.`` with the default as the hint unless given."""
+    return Error(
+        f"{SETTING_NAME}[{key!r}] must be {kind}, not {value!r}.",
+        hint=hint if hint is not None else f"Default: {DEFAULTS[key]!r}.",
+        id=check_id,
+    )
+
+
 # (key, smallest allowed value, None allowed)
 _INTEGER_SETTINGS = (
     ("BATCH_SIZE", 1, False),
@@ -291,17 +306,9 @@ def _check_values() -> list[CheckMessage]:
         )
     for key, minimum, optional in _INTEGER_SETTINGS:
         value = getattr(imgrec_settings, key)
-        if optional and value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        if (value is not None or not optional) and _out_of_range(value, minimum):
             kind = "a positive integer" if minimum else "an integer >= 0"
-            errors.append(
-                Error(
-                    f"{SETTING_NAME}[{key!r}] must be {kind}{' or None' if optional else ''}, not {value!r}.",
-                    hint=f"Default: {DEFAULTS[key]!r}.",
-                    id="imgrec_app.E008",
-                )
-            )
+            errors.append(_range_error(key, value, kind + (" or None" if optional else ""), "imgrec_app.E008"))
     formats = imgrec_settings.ALLOWED_FORMATS
     if isinstance(formats, str) or not isinstance(formats, (list, tuple)):
         errors.append(
@@ -364,13 +371,9 @@ def _check_search() -> list[CheckMessage]:
             )
         )
     timeout = imgrec_settings.SEARCH_WORKER_TIMEOUT
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 120:
+    if _out_of_range(timeout, 0, 120, integer=False) or timeout == 0:
         errors.append(
-            Error(
-                f"{SETTING_NAME}['SEARCH_WORKER_TIMEOUT'] must be a number of seconds in (0, 120], not {timeout!r}.",
-                hint=f"Default: {DEFAULTS['SEARCH_WORKER_TIMEOUT']!r}.",
-                id="imgrec_app.E040",
-            )
+            _range_error("SEARCH_WORKER_TIMEOUT", timeout, "a number of seconds in (0, 120]", "imgrec_app.E040")
         )
     queue = imgrec_settings.SEARCH_QUEUE
     if queue is not None and (not isinstance(queue, str) or not queue):
@@ -389,15 +392,9 @@ def _check_tuning() -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     for key, minimum in (("TUNING_MIN_CATEGORIES", 2), ("TUNING_MIN_PER_CATEGORY", 2), ("TUNING_FOLDS", 0)):
         value = getattr(imgrec_settings, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum or value == 1:
-            errors.append(
-                Error(
-                    f"{SETTING_NAME}[{key!r}] must be an integer >= {minimum}"
-                    f"{' (0 or 2+)' if key == 'TUNING_FOLDS' else ''}, not {value!r}.",
-                    hint=f"Default: {DEFAULTS[key]!r}.",
-                    id="imgrec_app.E046",
-                )
-            )
+        if _out_of_range(value, minimum) or value == 1:
+            kind = f"an integer >= {minimum}{' (0 or 2+)' if key == 'TUNING_FOLDS' else ''}"
+            errors.append(_range_error(key, value, kind, "imgrec_app.E046"))
     try:
         from imgrec_app.ml.head import HeadConfig
 
@@ -417,14 +414,10 @@ def _check_serving() -> list[CheckMessage]:
     """Shelf cache, shelf database and vector storage settings (E041–E044)."""
     errors: list[CheckMessage] = []
     timeout = imgrec_settings.SHELF_CACHE_TIMEOUT
-    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
+    if _out_of_range(timeout, 1):
+        hint = "It bounds how long a new product waits for cached shelves; turn the cache off with SHELF_CACHE = False."
         errors.append(
-            Error(
-                f"{SETTING_NAME}['SHELF_CACHE_TIMEOUT'] must be a positive number of seconds, not {timeout!r}.",
-                hint="It bounds how long a new product waits for cached shelves; turn the cache off "
-                "with SHELF_CACHE = False.",
-                id="imgrec_app.E041",
-            )
+            _range_error("SHELF_CACHE_TIMEOUT", timeout, "a positive number of seconds", "imgrec_app.E041", hint=hint)
         )
     alias = imgrec_settings.SHELF_CACHE_ALIAS
     if imgrec_settings.SHELF_CACHE and alias not in getattr(settings, "CACHES", {"default": {}}):

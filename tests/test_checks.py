@@ -262,6 +262,7 @@ def test_e021_ignores_fitting_vectors_and_other_models() -> None:
         {"interest": "1"},
         {"popularity": 1.0},
         {"interest": 0, "coview": 0, "category": 0},
+        {"interest": float("nan")},
     ],
 )
 def test_e045_foryou_weights(weights: Any) -> None:
@@ -270,3 +271,14 @@ def test_e045_foryou_weights(weights: Any) -> None:
 
 def test_e045_partial_foryou_weights_are_fine() -> None:
     assert "imgrec_app.E045" not in ids(run(FORYOU_WEIGHTS={"category": 2.0, "recency": 0}))
+
+
+@pytest.mark.parametrize("timeout", [0, -1, 120.5, True, "5", None, float("nan"), float("inf")])
+def test_e040_search_worker_timeout_in_range(timeout: Any) -> None:
+    message = only(run(SEARCH_WORKER_TIMEOUT=timeout), "imgrec_app.E040")
+    assert "SEARCH_WORKER_TIMEOUT" in message.msg and "(0, 120]" in message.msg
+
+
+@pytest.mark.parametrize("timeout", [0.5, 1, 120])
+def test_e040_accepts_timeouts_in_range(timeout: float) -> None:
+    assert run(SEARCH_WORKER_TIMEOUT=timeout) == []

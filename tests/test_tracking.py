@@ -141,6 +141,7 @@ def test_another_visitors_link_neither_clicks_nor_attributes_nor_leaks(client, s
     links = _similar_links(_page(client, shop[0]))
     imp = ShelfImpression.objects.get(shelf="similar")
     stranger = Client()
+    _page(stranger, shop[5])  # a returning visitor of their own (a visitor id)
     response = stranger.get(links[0])  # a shared link
     assert response.status_code == 200
     assert str(imp.rec_id) not in response.content.decode()  # the owner's shelf id is not echoed
@@ -297,3 +298,44 @@ def test_a_tracked_shelf_costs_exactly_one_insert(client, shop, settings):
     assert len(tracked) == len(plain) + 1, tracked
     assert writes(plain) == []
     assert len(writes(tracked)) == 1 and writes(tracked)[0].startswith('INSERT INTO "imgrec_app_shelfimpression"')
+
+
+def test_api_shelf_with_track_is_recorded_signed_and_private(client, shop):
+    url = f"{API}/products/{shop[0].pk}/similar/?limit=6"
+    plain = client.get(url)
+    assert "rec_id" not in plain.json() and "private" not in plain.get("Cache-Control", "")
+    assert not ShelfImpression.objects.exists()
+    tracked = client.get(url + "&track=1")
+    body = tracked.json()
+    imp = ShelfImpression.objects.get()
+    assert body["rec_id"] == str(imp.rec_id) and imp.shelf == "similar" and imp.anchor_id == str(shop[0].pk)
+    assert [r["product_id"] for r in body["results"]] == imp.item_ids
+    assert "private" in tracked["Cache-Control"]
+    link = urlsplit(body["results"][2]["url"])
+    assert client.get(f"{link.path}?{link.query}").status_code == 200
+    click = ShelfClick.objects.get()
+    assert (click.impression, click.position, click.object_id) == (imp, 3, imp.item_ids[2])
+
+
+def test_api_for_you_runs_in_the_visitors_variant(client, shop, settings):
+    experiment = {
+        "shelves": ["foryou"],
+        "control": "control",
+        "variants": {
+            "control": {"traffic": 0, "settings": {}},
+            "show-seen": {"traffic": 100, "settings": {"EXCLUDE_SEEN": False}},
+        },
+    }
+    viewed = {str(p.pk) for p in (shop[3], shop[6], shop[9])}
+    for p in (shop[3], shop[6], shop[9]):
+        _page(client, p)
+    default = {r["product_id"] for r in client.get(f"{API}/recommendations/?limit=8").json()["results"]}
+    assert not default & viewed  # EXCLUDE_SEEN (the default) leaves them out
+    settings.IMGREC = {**settings.IMGREC, "EXPERIMENTS": {"fy": experiment}}
+    body = client.get(f"{API}/recommendations/?limit=8&track=1").json()
+    assert {r["product_id"] for r in body["results"]} & viewed  # the variant's setting applied
+    imp = ShelfImpression.objects.get(rec_id=body["rec_id"])
+    assert (imp.shelf, imp.experiment, imp.variant) == ("foryou", "fy", "show-seen")
+    assert client.get(f"{API}/experiments/").json()["results"] == [
+        {"experiment": "fy", "variant": "show-seen", "shelves": ["foryou"], "is_control": False}
+    ]
