@@ -148,6 +148,12 @@ class IndexedImageAdmin(admin.ModelAdmin):
                 name="imgrec_app_run_progress",
             ),
             path("health/", self.admin_site.admin_view(self.health_view), name="imgrec_app_health"),
+            path("experiments/", self.admin_site.admin_view(self.experiments_view), name="imgrec_app_experiments"),
+            path(
+                "experiments/plot.png",
+                self.admin_site.admin_view(self.experiments_plot_view),
+                name="imgrec_app_experiments_plot",
+            ),
         ]
         return urls + super().get_urls()
 
@@ -158,6 +164,17 @@ class IndexedImageAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         return health_view(self, request)
+
+    def experiments_view(self, request: HttpRequest) -> HttpResponse:
+        """Shelf performance / experiments: rates with intervals, comparisons, plot, CSV."""
+        from imgrec_app.admin_experiments import experiments_view
+
+        return experiments_view(self, request)
+
+    def experiments_plot_view(self, request: HttpRequest) -> HttpResponse:
+        from imgrec_app.admin_experiments import experiment_plot_view
+
+        return experiment_plot_view(self, request)
 
     def status_view(self, request: HttpRequest) -> HttpResponse:
         from imgrec_app.services import reindex

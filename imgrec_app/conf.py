@@ -8,8 +8,10 @@ that names the setting.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -173,6 +175,19 @@ DEFAULTS: dict[str, Any] = {
     "NOT_INTERESTED_SIMILARITY": 0.9,
     # Shelves rendered by the template tags offer a "Not interested" button on each item.
     "SHOPPER_CONTROLS": True,
+    # --- measured shelves (docs/DESIGN.md, "Measured shelves") ----------------------------------
+    # Record an impression per rendered shelf, sign its links and record clicks through them,
+    # attribute carts/purchases; False: shelves render plain links and nothing is recorded.
+    "TRACKING": True,
+    # A cart/purchase of a product the same visitor clicked on a shelf this many seconds before
+    # (or less) counts for that shelf (last click wins).
+    "ATTRIBUTION_WINDOW": 24 * 3600,
+    # "Seen" beacons accepted per visitor (or client address) and period, as "60/min".
+    "TRACKING_BEACON_RATE": "60/min",
+    # A/B tests of shelf settings: {"name": {"shelves": [...], "control": "control",
+    # "variants": {"control": {"traffic": 50, "settings": {}}, "b": {"traffic": 50, "settings":
+    # {"SIMILAR_WEIGHTS": {...}}}}, "active": True}}; see services/experiments.py.
+    "EXPERIMENTS": {},
     # --- host hooks ----------------------------------------------------------------------------
     # Dotted path to ``callable(product, request) -> dict`` giving name/url/image_url of a
     # product for API results; None: str(product), get_absolute_url(), the primary image.
@@ -246,10 +261,39 @@ class ImgrecSettings:
         """The setting as written (dotted paths not imported)."""
         if attr not in self.defaults:
             raise AttributeError(f"Invalid imgrec setting: {attr!r}")
+        overrides = _overrides.get()
+        if overrides and attr in overrides:
+            return overrides[attr]
         user = self.user_settings
         if attr not in user and attr in ENV_FALLBACKS and os.environ.get(ENV_FALLBACKS[attr]):
             return os.environ[ENV_FALLBACKS[attr]]
         return user.get(attr, self.defaults[attr])
+
+
+# Settings overridden for the code running in this context only (an experiment's variant for one
+# visitor's shelf): a ContextVar, so threads and async tasks never see each other's overrides.
+_overrides: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar("imgrec_overrides", default=None)
+
+
+@contextlib.contextmanager
+def override(values: Mapping[str, Any] | None) -> Iterator[None]:
+    """Read ``values`` instead of the ``IMGREC`` keys they name, in this context only.
+
+    Nested overrides merge (inner wins); leaving the block restores what was there.
+    """
+    if not values:
+        yield
+        return
+    token = _overrides.set({**(_overrides.get() or {}), **values})
+    try:
+        yield
+    finally:
+        _overrides.reset(token)
+
+
+def active_overrides() -> dict[str, Any]:
+    """The context's overrides (empty outside :func:`override`), e.g. for a cache key."""
+    return dict(_overrides.get() or {})
 
 
 def import_from_string(value: str, setting_name: str) -> Callable[..., Any]:

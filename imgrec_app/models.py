@@ -548,3 +548,12 @@ class TuningRun(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in (self.Status.READY, self.Status.REFUSED, self.Status.FAILED)
+
+
+# Measured shelves (issue 15 §2) live in their own module; importable from here as well.
+from imgrec_app.models_tracking import (  # noqa: E402,F401
+    ExperimentAssignment,
+    ShelfClick,
+    ShelfConversion,
+    ShelfImpression,
+)

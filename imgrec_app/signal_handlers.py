@@ -52,11 +52,14 @@ def user_logged_in_handler(sender: Any, request: Any, user: Any, **kwargs: Any) 
     """Give the visitor's anonymous history to the user who just logged in (once)."""
     if request is None:
         return
-    from imgrec_app.services import controls
+    from imgrec_app.services import controls, experiments, tracking
     from imgrec_app.services.history import merge_on_login
 
     try:
-        controls.merge_on_login(request, user)  # first: the history merge drops the visitor id
+        # First: the history merge drops the visitor id.
+        controls.merge_on_login(request, user)
+        experiments.merge_on_login(request, user)
+        tracking.merge_on_login(request, user)
         merge_on_login(request, user)
     except Exception:
         logger.exception("imgrec could not merge the anonymous history at login")

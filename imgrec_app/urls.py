@@ -17,4 +17,5 @@ urlpatterns = [
     path("controls/pause/", views.pause_control, name="pause"),
     path("controls/clear-history/", views.clear_history_control, name="clear_history"),
     path("fragments/for-you/", views.for_you_fragment, name="for_you_fragment"),
+    path("tracking/seen/", views.seen_beacon, name="seen"),
 ]

@@ -9,8 +9,10 @@ from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template import RequestContext, Template
 from django.utils.cache import patch_cache_control, patch_vary_headers
+from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_POST
 
+from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import get_visible_product
 from imgrec_app.services import history, recommend
 
@@ -33,7 +35,8 @@ def _shelf_fragment(
     A missing, malformed or hidden id is a 404 (the same for all three).  A database error is not
     "no such product": it is an empty 503 that no cache keeps (``no-store``), so caches and
     monitors see the outage and the lazy shelf shows nothing.  ``private``: the shelf depends on
-    the visitor (``Vary: Cookie``, ``private, no-cache``); the others are the same for everyone.
+    the visitor (``Vary: Cookie``, ``private, no-cache``); the others are the same for everyone,
+    except with ``TRACKING`` on (their links carry the visitor's signed recommendation id).
     """
     product = None
     if product_id is not None:
@@ -45,7 +48,8 @@ def _shelf_fragment(
             logger.exception("imgrec %s fragment: database error looking up product %r", what, product_id)
             return _unavailable()
     response = HttpResponse(template.render(RequestContext(request, {"product": product, "limit": _limit(request)})))
-    if private:
+    # A fragment carries this visitor's recommendation ids when tracking is on: private then too.
+    if private or imgrec_settings.TRACKING:
         patch_vary_headers(response, ["Cookie"])
         patch_cache_control(response, private=True, no_cache=True)
     return response
@@ -151,3 +155,24 @@ def pause_control(request: HttpRequest) -> HttpResponse:
 def clear_history_control(request: HttpRequest) -> HttpResponse:
     history.clear(request)
     return _controls_done(request)
+
+
+# --- measured shelves: the "seen" beacon of static/imgrec_app/track.js ------------------------------
+
+
+@csrf_protect
+@require_POST
+def seen_beacon(request: HttpRequest) -> HttpResponse:
+    """POST ``rec_id`` (repeatable, CSRF token in the body): the visitor's own shelves were seen.
+
+    Always 204 for well-formed requests (another visitor's or an unknown id changes nothing, and
+    says nothing); 429 over ``TRACKING_BEACON_RATE``.  CSRF is checked by Django's middleware.
+    """
+    from imgrec_app.services import tracking
+
+    if not tracking.beacon_allowed(request):
+        return HttpResponse(status=429)
+    tracking.mark_seen(request, request.POST.getlist("rec_id"))
+    response = HttpResponse(status=204)
+    patch_cache_control(response, private=True, no_store=True)
+    return response

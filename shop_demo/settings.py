@@ -130,6 +130,19 @@ IMGREC: dict[str, Any] = {
     "IMAGE_SOURCES": [{"model": "catalog.Product", "field": "photo", "product": "self"}],
     "TEXT_MODEL": "all-MiniLM-L6-v2",
     "DEVICE": os.environ.get("IMGREC_DEVICE", "auto"),
+    # An A/B test the demo's simulated shoppers feed (manage.py imgrec_simulate_shoppers; the
+    # admin's "Shelf performance / experiments" page): the similar shelf with the product texts
+    # (the default SIMILAR_WEIGHTS) against the photos alone.
+    "EXPERIMENTS": {
+        "similar-text-weight": {
+            "shelves": ["similar"],
+            "control": "control",
+            "variants": {
+                "control": {"traffic": 50, "settings": {}},
+                "image-only": {"traffic": 50, "settings": {"SIMILAR_WEIGHTS": {"image": 1.0, "text": 0.0, "coview": 0.3}}},
+            },
+        },
+    },
 }
 
 REST_FRAMEWORK = {

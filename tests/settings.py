@@ -12,7 +12,13 @@ CELERY_BROKER_URL = os.environ.get("IMGREC_TEST_REDIS_URL", REDIS_URL.rsplit("/"
 # One media folder per var dir (not per process), so separate commands see the same files.
 MEDIA_ROOT = Path(os.environ["IMGREC_VAR_DIR"]) / "media"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-IMGREC = {**IMGREC, "QUEUES": {"embed": "imgrec.test.embed", "light": "imgrec.test.light"}, "TORCH_THREADS": 2}
+# No A/B test unless a test sets one: the demo's would give half the test visitors other shelves.
+IMGREC = {
+    **IMGREC,
+    "QUEUES": {"embed": "imgrec.test.embed", "light": "imgrec.test.light"},
+    "TORCH_THREADS": 2,
+    "EXPERIMENTS": {},
+}
 # The tests keep a per-process cache (tests clear it, and clearing a Redis cache would flush the
 # broker's database); tests/test_reliability_web.py runs the throttle on the demo's Redis cache.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -113,11 +113,13 @@ def test_shelf_costs_a_bounded_number_of_queries(catalogue):  # noqa: F811
         assert html.count('class="imgrec-shelf__item"') == limit
         counts.append(len(q))
     # cold: one k-NN statement (rules, fusion, near-duplicates inside) + the products with their images
-    assert counts == [2, 2]
+    # + the shelf's impression (one INSERT per rendered shelf, services/tracking.py)
+    assert counts == [3, 3]
+    assert q.captured_queries[-1]["sql"].startswith('INSERT INTO "imgrec_app_shelfimpression"')
     with CaptureQueriesContext(connection) as q:
         html = _render("{% imgrec_similar_shelf product limit=16 %}", product=products[0], request=_request())
     assert html.count('class="imgrec-shelf__item"') == 16
-    assert len(q) == 1  # cached: the cached ids loaded through the rules, images annotated
+    assert len(q) == 2  # cached: the cached ids loaded through the rules, images annotated; the impression
 
 
 def test_for_you_shelf_queries_do_not_grow_with_history(catalogue):  # noqa: F811
@@ -136,8 +138,8 @@ def test_for_you_shelf_queries_do_not_grow_with_history(catalogue):  # noqa: F81
     # for-you (services/foryou.py): history, serving model, one vector fetch for the history and one
     # for the candidates, their products, one k-NN round trip per interest (3, one modality here),
     # co-views, popularity per visitor category (3) = 13; the shelf's images: 1; the visitor's
-    # shelf controls (pause, not interested): 1
-    assert counts[0] <= 15
+    # shelf controls (pause, not interested): 1; the shelf's impression (services/tracking.py): 1
+    assert counts[0] <= 16
 
 
 def test_tags_fail_soft_when_vector_queries_fail(catalogue, monkeypatch, caplog):  # noqa: F811

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from imgrec_app.api import views
+from imgrec_app.api import tracking_views, views
 from imgrec_app.api.schema import ImgrecSchemaView
 
 app_name = "imgrec_api"
@@ -17,6 +17,8 @@ urlpatterns = [
     path("controls/", views.ControlsView.as_view(), name="controls"),
     path("controls/not-interested/", views.NotInterestedView.as_view(), name="not_interested"),
     path("controls/pause/", views.PauseView.as_view(), name="pause"),
+    path("tracking/seen/", tracking_views.SeenView.as_view(), name="seen"),
+    path("experiments/", tracking_views.ExperimentsView.as_view(), name="experiments"),
     path("search/", views.SearchView.as_view(), name="search"),
     path("status/", views.StatusView.as_view(), name="status"),
     path("reindex/", views.ReindexView.as_view(), name="reindex"),

@@ -22,9 +22,9 @@ from rest_framework.views import APIView
 from imgrec_app.api import serializers as s
 from imgrec_app.api.parsers import BoundedJSONParser
 from imgrec_app.api.schema import extend_schema, use_spectacular_schema  # works whatever DEFAULT_SCHEMA_CLASS
-from imgrec_app.conf import imgrec_settings
+from imgrec_app.conf import imgrec_settings, override
 from imgrec_app.hosts import get_product_model, get_visible_product
-from imgrec_app.services import controls, history, presentation, recommend, similar, throttle
+from imgrec_app.services import controls, experiments, history, presentation, recommend, similar, throttle
 
 
 class PrivateResponseMixin:
@@ -81,6 +81,32 @@ def _shelf_response(request: Request, items_for: Any, limit: int) -> Response:
     return response
 
 
+def _measured(
+    request: Request, response: Response, shelf: str, *, anchor: Any = None, personal: bool = False
+) -> Response:
+    """``?track=1``: record the shelf's impression, sign its item URLs and add its ``rec_id``
+    (services/tracking.py).  A tracked answer, or one shaped by the visitor's experiment variant,
+    is private."""
+    from types import SimpleNamespace
+
+    from imgrec_app.services import tracking
+
+    track = request.query_params.get("track", "").lower() in ("1", "true", "yes")
+    results = response.data.get("results", [])
+    rec_id = None
+    if track and results:
+        items = [SimpleNamespace(product_id=r["product_id"], source=r.get("source", "")) for r in results]
+        rec_id = tracking.record_impression(request._request, shelf=shelf, items=items, anchor=anchor)
+    if rec_id is not None:
+        for position, r in enumerate(results, start=1):
+            r["url"] = tracking.tracked_url(r.get("url") or "", rec_id, position, r["product_id"]) or None
+        response.data["rec_id"] = str(rec_id)
+    if track or personal:
+        patch_vary_headers(response, ["Cookie"])
+        patch_cache_control(response, private=True, no_cache=True)
+    return response
+
+
 def _visible_product(product_id: Any) -> Any:
     """A product the visitor may see; a hidden one is a 404 exactly like a missing one."""
     try:
@@ -99,6 +125,12 @@ def _validate_upload(file: Any) -> None:
 
 
 LIMIT_PARAM = OpenApiParameter("limit", int, description=f"Shelf size, 1..{50}", required=False)
+TRACK_PARAM = OpenApiParameter(
+    "track",
+    bool,
+    required=False,
+    description="Record this shelf's impression: the answer gets a rec_id and signed item URLs (private).",
+)
 
 
 class SimilarProductsView(APIView):
@@ -107,26 +139,34 @@ class SimilarProductsView(APIView):
     permission_classes = [permissions.AllowAny]
 
     @extend_schema(
-        parameters=[LIMIT_PARAM, OpenApiParameter("same_category", bool, required=False)],
+        parameters=[LIMIT_PARAM, OpenApiParameter("same_category", bool, required=False), TRACK_PARAM],
         responses=s.ShelfSerializer,
     )
     def get(self, request: Request, product_id: str) -> Response:
         limit = _limit(request)
+        # Only while an experiment runs on this shelf does the public answer depend on the visitor.
+        assigned = experiments.for_shelf(request._request, "similar") if experiments.active() else None
         if request.query_params.get("same_category", "").lower() in ("1", "true", "yes"):
             product = _visible_product(product_id)
-            return _shelf_response(
-                request, lambda n: recommend.similar_products(product, limit=n, same_category=True), limit
-            )
+
+            def same_category_items(n: int) -> list[Any]:
+                with override(assigned.settings if assigned else None):
+                    return recommend.similar_products(product, limit=n, same_category=True)
+
+            response = _shelf_response(request, same_category_items, limit)
+            return _measured(request, response, "similar", anchor=product, personal=assigned is not None)
 
         def items_for(n: int) -> list[Any]:
             # No query for the product: cached, the check query answers its visibility (one query
             # in all); cold, the shelf statement does.
-            items = similar.shelf_by_id(product_id, limit=n)
+            with override(assigned.settings if assigned else None):
+                items = similar.shelf_by_id(product_id, limit=n)
             if items is None:
                 raise Http404("No such product.")
             return items
 
-        return _shelf_response(request, items_for, limit)
+        response = _shelf_response(request, items_for, limit)
+        return _measured(request, response, "similar", anchor=str(product_id), personal=assigned is not None)
 
 
 class BoughtTogetherView(APIView):
@@ -150,6 +190,7 @@ class RecommendationsView(PrivateResponseMixin, APIView):
     @extend_schema(
         parameters=[
             LIMIT_PARAM,
+            TRACK_PARAM,
             OpenApiParameter(
                 "product",
                 str,
@@ -162,8 +203,10 @@ class RecommendationsView(PrivateResponseMixin, APIView):
     def get(self, request: Request) -> Response:
         product_id = request.query_params.get("product")
         product = _visible_product(product_id) if product_id else None
-        items = controls.for_you(request._request, limit=_limit(request), product=product)
-        return Response({"results": presentation.describe(items, request)})
+        with experiments.applied(request._request, "foryou"):
+            items = controls.for_you(request._request, limit=_limit(request), product=product)
+        response = Response({"results": presentation.describe(items, request)})
+        return _measured(request, response, "foryou", anchor=product)
 
 
 class EventView(PrivateResponseMixin, CsrfForAllMixin, APIView):

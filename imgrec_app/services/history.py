@@ -111,6 +111,12 @@ def record(request: HttpRequest, product: Any, *, kind: str = Kind.VIEW) -> Inte
         raise ValueError(f"Unknown interaction kind {kind!r}; use one of {Kind.values}")
     if is_bot(request) or personalisation_paused(request):
         return None
+    # Measured shelves (services/tracking.py): a page opened through a signed shelf link is a
+    # click, even when the view itself is a duplicate; a new cart/purchase may be attributed.
+    from imgrec_app.services import tracking
+
+    if kind == Kind.VIEW:
+        tracking.record_click_from_request(request, product)
     user = _user(request)
     vid = None if user is not None else visitor_id(request, create=True)
     ct = product_content_type()
@@ -119,7 +125,10 @@ def record(request: HttpRequest, product: Any, *, kind: str = Kind.VIEW) -> Inte
     window = timezone.now() - timedelta(seconds=imgrec_settings.DEDUPE_SECONDS)
     if Interaction.objects.filter(owner, content_type=ct, object_id=key, kind=kind, created_at__gte=window).exists():
         return None
-    return Interaction.objects.create(user=user, visitor_id=vid, content_type=ct, object_id=key, kind=kind)
+    row = Interaction.objects.create(user=user, visitor_id=vid, content_type=ct, object_id=key, kind=kind)
+    if kind != Kind.VIEW:
+        tracking.attribute(row)
+    return row
 
 
 def merge_on_login(request: HttpRequest, user: Any) -> int:
@@ -146,11 +155,20 @@ def clear(request: HttpRequest) -> int:
     if q is None:
         return 0
     deleted, _ = Interaction.objects.filter(q).delete()
+    from imgrec_app.services import tracking
+
+    tracking.forget(request)  # their shelf impressions stay counted, no longer theirs
     return deleted
 
 
 def purge(*, older_than_days: int | None = None) -> int:
-    """Delete interactions older than the retention period; returns how many."""
+    """Delete interactions older than the retention period; returns how many.
+
+    Shelf impressions, clicks and conversions of the same age go too (``tracking.purge``).
+    """
+    from imgrec_app.services import tracking
+
     days = older_than_days if older_than_days is not None else imgrec_settings.HISTORY_RETENTION_DAYS
     deleted, _ = Interaction.objects.filter(created_at__lt=timezone.now() - timedelta(days=days)).delete()
+    tracking.purge(older_than_days=days)
     return deleted

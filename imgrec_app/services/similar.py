@@ -30,7 +30,7 @@ from django.db import router
 from django.db.models import Exists, QuerySet
 from django.db.models.expressions import RawSQL
 
-from imgrec_app.conf import imgrec_settings
+from imgrec_app.conf import active_overrides, imgrec_settings
 from imgrec_app.hosts import (
     category_field_lookup,
     get_product_model,
@@ -64,6 +64,8 @@ def cache_key(product: Any, model_id: str, *, limit: int, same_category: bool, p
         "category": _category_value(product) if same_category else None,
         "price_band": price_band,
         "price": str(getattr(product, "price", None)) if price_band else None,
+        # An experiment variant's settings (services/experiments.py): each variant its own entry.
+        "variant": active_overrides(),
         "settings": [
             s.PRODUCT_MODEL,
             s.raw("RECOMMENDABLE_PRODUCTS"),

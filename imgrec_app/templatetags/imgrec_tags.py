@@ -32,6 +32,18 @@ def _request(context: template.Context) -> Any:
     return context.get("request")
 
 
+# Shelf names of the tags as the measured-shelf rows and IMGREC["EXPERIMENTS"] spell them.
+_SHELF_NAMES = {"similar": "similar", "for_you": "foryou", "bought_together": "bought_together"}
+
+
+def _in_variant(request: Any, shelf: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a shelf function with the visitor's experiment variant settings for ``shelf``."""
+    from imgrec_app.services import experiments
+
+    with experiments.applied(request, shelf):
+        return func(*args, **kwargs)
+
+
 def _safely(what: str, func: Any, *args: Any, **kwargs: Any) -> list[Any]:
     from django.db import connection, transaction
 
@@ -102,6 +114,9 @@ def imgrec_similar_products(
     request = _request(context)
     return _safely(
         "similar",
+        _in_variant,
+        request,
+        "similar",
         controls.shelf,
         request,
         lambda n: similar_for_page(request, product, limit=n, same_category=same_category),
@@ -133,35 +148,66 @@ def imgrec_recommended_for_you(context: template.Context, limit: int = 8, produc
     request = _request(context)
     if request is None:
         return []
-    return _safely("for-you", controls.for_you, request, limit=limit, product=_page_product(context, product))
+    page_product = _page_product(context, product)
+    return _safely(
+        "for-you", _in_variant, request, "foryou", controls.for_you, request, limit=limit, product=page_product
+    )
 
 
 similar_products = _deprecated_alias(imgrec_similar_products, "similar_products")
 recommended_for_you = _deprecated_alias(imgrec_recommended_for_you, "recommended_for_you")
 
 
-def _render_shelf(context: template.Context, kind: str, title: str, items: list[Any]) -> SafeString:
+def _render_shelf(context: template.Context, kind: str, title: str, items: list[Any], anchor: Any = None) -> SafeString:
+    from imgrec_app.services import tracking
     from imgrec_app.services.presentation import image_urls
 
     try:
         images = image_urls(items)
+        # One INSERT per rendered shelf; its id signs every item link (services/tracking.py).
+        rec_id = tracking.record_impression(_request(context), shelf=_SHELF_NAMES[kind], items=items, anchor=anchor)
         entries = [
             {
                 "item": i,
                 "product": i.product,
-                "url": i.product.get_absolute_url() if hasattr(i.product, "get_absolute_url") else "",
+                "url": tracking.tracked_url(
+                    i.product.get_absolute_url() if hasattr(i.product, "get_absolute_url") else "",
+                    rec_id,
+                    position,
+                    i.product_id,
+                ),
                 "image_url": images.get(i.product_id),
             }
-            for i in items
+            for position, i in enumerate(items, start=1)
         ]
         tpl = select_template([f"imgrec_app/shelf_{kind}.html", "imgrec_app/shelf.html"])
-        ctx = {"kind": kind, "title": title, "entries": entries, "request": _request(context), **_controls(context)}
+        ctx = {
+            "kind": kind,
+            "title": title,
+            "entries": entries,
+            "request": _request(context),
+            **_controls(context),
+            **_beacon(context, rec_id),
+        }
         if entries:
             ctx["stylesheet"] = _stylesheet_url(context)
         return mark_safe(tpl.render(ctx))
     except Exception:
         logger.exception("imgrec could not render the %s shelf", kind)
         return mark_safe("")
+
+
+def _beacon(context: template.Context, rec_id: Any) -> dict[str, Any]:
+    """The recommendation id and the "seen" beacon URL of a tracked shelf (no URL if not mounted)."""
+    from django.middleware.csrf import get_token
+
+    if rec_id is None:
+        return {}
+    try:
+        url = reverse("imgrec:seen")
+    except NoReverseMatch:
+        return {"rec_id": str(rec_id)}
+    return {"rec_id": str(rec_id), "beacon_url": url, "csrf_token": get_token(_request(context))}
 
 
 def _controls(context: template.Context) -> dict[str, Any]:
@@ -225,7 +271,7 @@ def imgrec_similar_shelf(
 ) -> SafeString:
     """Render the similar-products shelf (template ``imgrec_app/shelf_similar.html`` or ``shelf.html``)."""
     items = imgrec_similar_products(context, product, limit, same_category)
-    return _render_shelf(context, "similar", title or gettext("Similar products"), items)
+    return _render_shelf(context, "similar", title or gettext("Similar products"), items, anchor=product)
 
 
 @register.simple_tag(takes_context=True)
@@ -234,7 +280,8 @@ def imgrec_for_you_shelf(
 ) -> SafeString:
     """Render the recommended-for-you shelf (on a product page: never repeating its similar shelf)."""
     items = imgrec_recommended_for_you(context, limit, product)
-    return _render_shelf(context, "for_you", title or gettext("Recommended for you"), items)
+    anchor = _page_product(context, product)
+    return _render_shelf(context, "for_you", title or gettext("Recommended for you"), items, anchor=anchor)
 
 
 @register.simple_tag(takes_context=True)
@@ -290,8 +337,16 @@ def imgrec_bought_together(context: template.Context, product: Any, limit: int =
 
     if product is None:
         return []
+    request = _request(context)
     return _safely(
-        "bought-together", controls.shelf, _request(context), lambda n: service(product, limit=n), limit=limit
+        "bought-together",
+        _in_variant,
+        request,
+        "bought_together",
+        controls.shelf,
+        request,
+        lambda n: service(product, limit=n),
+        limit=limit,
     )
 
 
@@ -300,4 +355,5 @@ def imgrec_bought_together_shelf(
     context: template.Context, product: Any, limit: int = 4, title: str = "Frequently bought together"
 ) -> SafeString:
     """Render the frequently-bought-together shelf (``imgrec_app/shelf_bought_together.html`` or ``shelf.html``)."""
-    return _render_shelf(context, "bought_together", title, imgrec_bought_together(context, product, limit))
+    items = imgrec_bought_together(context, product, limit)
+    return _render_shelf(context, "bought_together", title, items, anchor=product)

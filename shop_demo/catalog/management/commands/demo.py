@@ -25,6 +25,14 @@ class Command(BaseCommand):
         parser.add_argument("--no-index-wait", action="store_true", help="Do not wait for indexing before printing the URLs.")
         parser.add_argument("--exit-after-index", action="store_true", help="Stop everything once indexing is done (for scripts).")
         parser.add_argument("--empty", action="store_true", help="Leave an empty shop empty (tests).")
+        parser.add_argument(
+            "--shoppers",
+            type=int,
+            default=40,
+            metavar="N",
+            help="Simulated shoppers who feed the demo's A/B test once the shop is indexed, when no shelf "
+            "impression is recorded yet (default: %(default)s; 0: none).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._check_redis()
@@ -46,12 +54,14 @@ class Command(BaseCommand):
                 self.stdout.write("Embedding product texts...")
                 call_command("imgrec_reindex", "--text", "--sync")
                 self._train_classifier()
+                self._simulate_shoppers(options["shoppers"])
             url = f"http://{options['addr']}/"
             self.stdout.write(self.style.SUCCESS(f"\nThe demo shop runs at {url}"))
             self.stdout.write(f"  Admin:        {url}admin/  (user admin, password {password}; demo only)")
             self.stdout.write(f"  Shoppers:     alice (clothing) and bob (fruit, desserts), password demo: {url}accounts/login/")
             self.stdout.write(f"  Search:       {url}search/photo/")
             self.stdout.write(f"  Index status: {url}admin/imgrec_app/indexedimage/status/")
+            self.stdout.write(f"  A/B test:     {url}admin/imgrec_app/indexedimage/experiments/")
             self.stdout.write(f"  API schema:   {url}api/imgrec/schema/")
             self.stdout.write("Press Ctrl-C to stop.")
             if options["exit_after_index"]:
@@ -79,6 +89,21 @@ class Command(BaseCommand):
             refresh_coviews()
         except Exception as exc:
             self.stdout.write(f"Viewed-together pairs not built: {exc}")
+
+    def _simulate_shoppers(self, visitors: int) -> None:
+        """Simulated shoppers browse the shop once, so the admin's experiments page has a comparison."""
+        from imgrec_app.models import ShelfImpression
+
+        if visitors <= 0 or ShelfImpression.objects.exists():
+            return
+        self.stdout.write(f"Simulated shoppers feed the A/B test ({visitors} visitors; --shoppers 0 skips this)...")
+        started = time.monotonic()
+        try:
+            call_command("imgrec_simulate_shoppers", visitors=visitors, stdout=self.stdout)
+        except Exception as exc:  # a demo without a comparison still serves
+            self.stdout.write(f"Simulated shoppers not run: {exc}")
+        else:
+            self.stdout.write(f"  ({time.monotonic() - started:.0f} s)")
 
     def _check_redis(self) -> None:
         from shop_demo.celery import app
