@@ -218,8 +218,8 @@ REASONS = {
 }
 
 
-def _queries_for(keys: Sequence[str]) -> tuple[dict[str, dict[str, np.ndarray]], list[tuple[str, str, int]]]:
-    """Vectors of some products for each active modality: ``{modality: {id: vector}}``."""
+def active_models() -> list[tuple[str, str, int]]:
+    """``(modality, model_id, dim)`` of the modalities ``SIMILAR_WEIGHTS`` uses, image first."""
     weights = imgrec_settings.SIMILAR_WEIGHTS
     models: list[tuple[str, str, int]] = []
     serving = serving_model()
@@ -228,6 +228,12 @@ def _queries_for(keys: Sequence[str]) -> tuple[dict[str, dict[str, np.ndarray]],
     tmodel = text_model()
     if tmodel is not None and weights.get("text", 0.0):
         models.append(("text", tmodel[0], tmodel[1]))
+    return models
+
+
+def _queries_for(keys: Sequence[str]) -> tuple[dict[str, dict[str, np.ndarray]], list[tuple[str, str, int]]]:
+    """Vectors of some products for each active modality: ``{modality: {id: vector}}``."""
+    models = active_models()
     return {m: search.vectors_of(keys, model_id=mid) for m, mid, _ in models}, models
 
 
