@@ -21,7 +21,7 @@ from imgrec_app.hosts import category_field_lookup, pk_strings, product_content_
 from imgrec_app.models import CategoryPrediction, CoView
 from imgrec_app.services import search
 from imgrec_app.services.foryou_profile import Profile, categories_of
-from imgrec_app.services.recommend import trending_scores
+from imgrec_app.services.recommend import trending_mass, trending_scores
 
 SOURCES = ("interest", "coview", "category")
 
@@ -45,6 +45,9 @@ class Candidates:
     coview_anchor: dict[str, str]  # candidate -> the history product it was most viewed with
     popularity: dict[str, float]  # candidate -> trending score
     categories: list[tuple[str, float]]  # the visitor's categories and their shares
+    # category -> trending score summed over its products the visitor has not seen (plain-field
+    # categories; a callable category is summed over the candidates in score())
+    category_mass: dict[str, float] = field(default_factory=dict)
 
     def all(self) -> list[str]:
         return sorted(set().union(*self.by_source.values()))
@@ -160,10 +163,16 @@ def _viewed_together(
 
 def _popular_in(
     categories: list[tuple[str, float]], *, restrict: QuerySet, exclude: set[str], limit: int
-) -> dict[str, float]:
-    """The trending products of each of the visitor's categories (one query per category)."""
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The trending products of each of the visitor's categories, and each category's total
+    popularity over the products the visitor has not seen (two queries per category).
+
+    Returns:
+        ``({candidate: trending score}, {category: total})``; no totals for a callable category.
+    """
     lookup = category_field_lookup()
     out: dict[str, float] = {}
+    mass: dict[str, float] = {}
     for cat, _ in categories:
         if lookup is not None:
             predicted = CategoryPrediction.objects.filter(
@@ -171,9 +180,11 @@ def _popular_in(
             )
             in_cat = restrict.filter(Q(**{lookup: cat}) | Q(Exists(predicted), **{f"{lookup}__isnull": True}))
         else:  # a callable category: the trending products of the shop, sorted out in score()
-            in_cat = restrict
+            out.update(trending_scores(restrict_to=restrict, limit=limit * len(categories), exclude=exclude))
+            return out, mass
         out.update(trending_scores(restrict_to=in_cat, limit=limit, exclude=exclude))
-    return out
+        mass[cat] = trending_mass(restrict_to=in_cat, exclude=exclude)
+    return out, mass
 
 
 def retrieve(
@@ -182,7 +193,7 @@ def retrieve(
     """Candidates of every source whose weight is not zero (``exclude`` applied inside the queries).
 
     Interests: one k-NN per interest and modality (``limit`` + a share of slots each); viewed
-    together: one query; popularity: one query per visitor category (at most ``MAX_INTERESTS``).
+    together: one query; popularity: two queries per visitor category (at most ``MAX_INTERESTS``).
     """
     interests = find_interests(profile)
     by_source: dict[str, set[str]] = {s: set() for s in SOURCES}
@@ -197,10 +208,11 @@ def retrieve(
         by_source["coview"] = set(coview)
     categories = visitor_categories(profile)
     popularity: dict[str, float] = {}
+    mass: dict[str, float] = {}
     if weights["category"] and categories:
-        popularity = _popular_in(categories, restrict=restrict, exclude=exclude, limit=2 * limit)
+        popularity, mass = _popular_in(categories, restrict=restrict, exclude=exclude, limit=2 * limit)
         by_source["category"] = set(popularity)
-    return Candidates(interests, by_source, coview, anchors, popularity, categories)
+    return Candidates(interests, by_source, coview, anchors, popularity, categories, mass)
 
 
 # --- features -----------------------------------------------------------------------------------------
@@ -223,6 +235,43 @@ class Scored:
     interest: int = 0
 
 
+# A category's popularity counts fully once this many (time-decayed) views of the products the
+# visitor has not seen back it; below, the category source weighs mass / (mass + this): in a new or
+# small shop a handful of views does not make a bestseller.
+POPULARITY_EVIDENCE_VIEWS = 5.0
+
+
+def category_probabilities(
+    candidates: Candidates, cats: dict[str, str | None]
+) -> dict[str, float]:
+    """The category source's feature: how likely the visitor's next view is each candidate.
+
+    P(next = i) = share(category of i) × popularity(i) ÷ the category's popularity over the
+    products the visitor has not seen (a shopper who picks one of their categories, then a product
+    by popularity among those not seen yet), ÷ the largest over the candidates, × the evidence
+    of the category (``mass / (mass + POPULARITY_EVIDENCE_VIEWS)``).  0 outside the visitor's
+    categories.  Probabilities, not per-category ranks: a category with one bestseller and a long
+    tail gives its second product less than a category whose top products are even.
+    """
+    share = dict(candidates.categories)
+    mass: dict[str, float] = dict(candidates.category_mass)
+    if not mass:  # callable categories: summed over the candidates found
+        for obj, pop in candidates.popularity.items():
+            cat = cats.get(obj)
+            if cat in share:
+                mass[cat] = mass.get(cat, 0.0) + pop
+    raw: dict[str, float] = {}
+    for obj, pop in candidates.popularity.items():
+        cat = cats.get(obj)
+        if pop > 0 and cat in share and mass.get(cat, 0.0) > 0:
+            raw[obj] = share[cat] * pop / mass[cat]
+    top = max(raw.values(), default=0.0)
+    if not top:
+        return {}
+    evidence = {c: m / (m + POPULARITY_EVIDENCE_VIEWS) for c, m in mass.items()}
+    return {obj: p / top * evidence[cats[obj]] for obj, p in raw.items()}  # type: ignore[index]
+
+
 def score(
     candidates: Candidates, profile: Profile, products: dict[str, Any], vectors: dict[str, dict[str, np.ndarray]]
 ) -> list[Scored]:
@@ -231,17 +280,13 @@ def score(
     * interest: the fused (``SIMILAR_WEIGHTS`` image/text) cosine to each interest, exact, for
       candidates of every source (0 when negative);
     * coview: history-weighted co-view count ÷ the strongest candidate's;
-    * category: trending score ÷ the category's top score × the category's share of the history,
-      0 outside the visitor's categories.
+    * category: :func:`category_probabilities`.
     """
     mod_weights = imgrec_settings.SIMILAR_WEIGHTS
     active = [m for m, _, _ in profile.models]
     total_w = sum(float(mod_weights.get(m, 0.0)) for m in active) or 1.0
     cats = categories_of(products)
-    share = dict(candidates.categories)
-    top_pop: dict[str | None, float] = defaultdict(float)
-    for obj, pop in candidates.popularity.items():
-        top_pop[cats.get(obj)] = max(top_pop[cats.get(obj)], pop)
+    category = category_probabilities(candidates, cats)
     max_cov = max(candidates.coview.values(), default=0.0) or 1.0
     out = []
     for obj in candidates.all():
@@ -256,12 +301,10 @@ def score(
                 if v is not None and c is not None:
                     s += float(mod_weights.get(modality, 0.0)) * float(np.dot(v, c))
             sims.append(max(0.0, s / total_w))
-        cat = cats.get(obj)
-        pop = candidates.popularity.get(obj, 0.0)
         features = {
             "interest": max(sims, default=0.0),
             "coview": candidates.coview.get(obj, 0.0) / max_cov,
-            "category": (pop / top_pop[cat]) * share.get(cat, 0.0) if pop and top_pop[cat] else 0.0,
+            "category": category.get(obj, 0.0),
         }
-        out.append(Scored(obj, sims, features, category=cat))
+        out.append(Scored(obj, sims, features, category=cats.get(obj)))
     return out
