@@ -46,10 +46,12 @@ from imgrec_app.services.foryou_profile import (
     weighted_history,
 )
 from imgrec_app.services.foryou_sources import (
+    POPULARITY_EVIDENCE_VIEWS,
     SOURCES,
     Candidates,
     Interest,
     Scored,
+    category_probabilities,
     cluster,
     find_interests,
     retrieve,
@@ -60,6 +62,7 @@ from imgrec_app.services.recommend import Recommendation, _fallback, active_mode
 
 __all__ = [
     "DEFAULT_WEIGHTS",
+    "POPULARITY_EVIDENCE_VIEWS",
     "SOURCES",
     "Candidates",
     "Interest",
@@ -69,6 +72,7 @@ __all__ = [
     "active_models",
     "blend",
     "categories_of",
+    "category_probabilities",
     "category_label",
     "cluster",
     "diversify",
