@@ -241,9 +241,7 @@ class Scored:
 POPULARITY_EVIDENCE_VIEWS = 5.0
 
 
-def category_probabilities(
-    candidates: Candidates, cats: dict[str, str | None]
-) -> dict[str, float]:
+def category_probabilities(candidates: Candidates, cats: dict[str, str | None]) -> dict[str, float]:
     """The category source's feature: how likely the visitor's next view is each candidate.
 
     P(next = i) = share(category of i) × popularity(i) ÷ the category's popularity over the
