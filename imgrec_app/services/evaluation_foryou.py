@@ -310,11 +310,14 @@ def foryou_grid(catalogue: Catalogue, shoppers: list[Shopper], k: int, progress:
                 hit = float(bool(held & set(shelf[:k])))
                 totals[key]["hit_rate"].append(hit)
                 totals[key][f"hit_rate_{GRID_HALVES[index % 2]}"].append(hit)
-                totals[key]["ndcg"].append(ndcg(shelf, held, k))
+                gain = ndcg(shelf, held, k)
+                totals[key]["ndcg"].append(gain)
+                totals[key][f"ndcg_{GRID_HALVES[index % 2]}"].append(gain)
     rows = [
         {**dict(zip(FORYOU_GRID, key)), **{m: float(np.mean(v)) for m, v in metrics.items()}}
         for key, metrics in totals.items()
     ]
-    best = max(rows, key=lambda r: (round(r.get("hit_rate_choose", 0.0), 4), round(r["ndcg"], 4)))
+    # Ties on the "choose" half are broken on that half too: nothing of the "check" half decides.
+    best = max(rows, key=lambda r: (round(r.get("hit_rate_choose", 0.0), 4), round(r.get("ndcg_choose", 0.0), 4)))
     halves = {f"baseline_hit_rate_{h}": float(np.mean(v)) for h, v in baseline.items()}
     return {"k": k, "rows": rows, "best": best, **halves}
