@@ -68,6 +68,37 @@ def test_diversify_shares_slots_by_interest_weight():
     assert all(s.interest == (0 if s.product_id[0] == "a" else 1) for s in chosen)
 
 
+def _candidates(popularity, categories, mass):
+    return foryou.Candidates([], {"category": set(popularity)}, {}, {}, popularity, categories, mass)
+
+
+def test_category_source_ranks_by_next_view_probability_not_by_rank_in_category():
+    """Two categories of the same share: a bestseller-led one and an even one.  The even one's
+    second product is likelier than the bestseller category's second (popularity ÷ what is left
+    of the category), and a category whose unseen products are all unpopular ranks low."""
+    cats = {"a1": "a", "a2": "a", "b1": "b", "b2": "b"}
+    popularity = {"a1": 80.0, "a2": 10.0, "b1": 30.0, "b2": 30.0}
+    p = foryou.category_probabilities(_candidates(popularity, [("a", 0.5), ("b", 0.5)], {"a": 100.0, "b": 60.0}), cats)
+    assert sorted(p, key=lambda i: -p[i]) == ["a1", "b1", "b2", "a2"]
+    assert p["a1"] == pytest.approx(100 / 105)  # the top candidate, × its category's evidence
+    assert p["b1"] / p["a1"] == pytest.approx((0.5 * 30 / 60) / (0.5 * 80 / 100) * (60 / 65) / (100 / 105))
+    # the visitor's share of a category scales it; a category the visitor did not view gives 0
+    q = foryou.category_probabilities(_candidates(popularity, [("a", 0.9), ("b", 0.1)], {"a": 100.0, "b": 60.0}), cats)
+    assert q["a2"] > q["b1"]  # 0.9 × 10/100 against 0.1 × 30/60
+    r = foryou.category_probabilities(_candidates(popularity, [("a", 1.0)], {"a": 100.0}), cats)
+    assert set(r) == {"a1", "a2"}
+
+
+def test_category_source_weighs_thin_popularity_down():
+    """A handful of views does not make a bestseller: with 2 views behind a category its products
+    weigh 2/7 of what the same shares with hundreds of views give."""
+    cats = {"x": "a", "y": "a"}
+    few = foryou.category_probabilities(_candidates({"x": 1.5, "y": 0.5}, [("a", 1.0)], {"a": 2.0}), cats)
+    many = foryou.category_probabilities(_candidates({"x": 150.0, "y": 50.0}, [("a", 1.0)], {"a": 200.0}), cats)
+    assert few["x"] == pytest.approx(2 / 7) and many["x"] == pytest.approx(200 / 205)
+    assert few["y"] / few["x"] == pytest.approx(many["y"] / many["x"])
+
+
 # --- every source contributes, on the real pgvector ----------------------------------------------------
 
 
@@ -110,6 +141,26 @@ def test_category_source_brings_popular_products_of_the_visitors_category(catalo
     assert with_category[0].source == "for_you:category" and with_category[0].reason == "Popular in Toys"
     without = foryou.recommended_for_you(req, limit=6, weights={"category": 0.0})
     assert str(star.pk) not in {i.product_id for i in without}
+
+
+def test_small_shop_one_view_does_not_make_a_bestseller(catalogue, make_product):  # noqa: F811
+    """A new shop: one other visitor viewed one toy, once.  That view must not put a toy that looks
+    like nothing the visitor viewed at the head of their shelf (it did, at full weight, before the
+    category source weighed its evidence); many views of it do."""
+    products, _ = catalogue
+    star = _far_product(make_product, "toys", "Once-viewed toy")
+    history.record(_request(), star)
+    req = _request()
+    for p in [p for p in products if p.category.slug == "toys"][:4]:
+        history.record(req, p)
+    shelf = foryou.recommended_for_you(req, limit=6)
+    assert shelf[0].product_id != str(star.pk) and shelf[0].source == "for_you:interest", shelf[0]
+    pool = foryou.gather(req, limit=6, weights=foryou.foryou_weights())
+    thin = next(s for s in pool.scored if s.product_id == str(star.pk)).features["category"]
+    assert thin == pytest.approx(1 / (1 + foryou.POPULARITY_EVIDENCE_VIEWS), rel=0.01)  # still a candidate
+    for _ in range(30):  # thirty more visitors view it: now it is one
+        history.record(_request(), star)
+    assert foryou.recommended_for_you(req, limit=6)[0].product_id == str(star.pk)
 
 
 def test_coview_source_brings_products_viewed_with_the_history(catalogue, make_product, settings):  # noqa: F811
@@ -262,8 +313,8 @@ def test_for_you_queries_one_vector_fetch_and_one_knn_per_interest(catalogue, se
         assert sum("vector_send" in s for s in sqls) == 2  # the history's vectors, the candidates'
     assert counts[0] == counts[1]
     # history, serving model, the history's vectors and products, 3 k-NN (one round trip each),
-    # co-views, popularity per category (3), the candidates' products and vectors
-    assert counts[0] <= 13, counts
+    # co-views, popularity and its total per category (3 × 2), the candidates' products and vectors
+    assert counts[0] <= 16, counts
 
 
 # --- the real demo catalogue, real worker -------------------------------------------------------------------
@@ -363,9 +414,14 @@ def test_foryou_grid_measures_every_setting(catalogue):  # noqa: F811
         evaluation._identity,
     )
     grid = result["grid"]
-    assert len(grid["rows"]) == 30  # 16 source settings minus all-off, × 2 recency values
+    assert len(grid["rows"]) == 70  # 3 × 3 × 4 source settings minus all-off, × 2 recency values
     assert not any(r["interest"] == r["coview"] == r["category"] == 0 for r in grid["rows"])
     assert grid["best"] in grid["rows"]
+    # chosen on one half of the shoppers, to be read on the other
+    assert grid["best"]["hit_rate_choose"] == max(r["hit_rate_choose"] for r in grid["rows"])
+    for row in grid["rows"]:
+        assert row["hit_rate"] == pytest.approx((row["hit_rate_choose"] + row["hit_rate_check"]) / 2)
+    assert 0 <= grid["baseline_hit_rate_check"] <= 1 and 0 <= grid["baseline_hit_rate_choose"] <= 1
     # the pooled ranking reproduces the service for the configured weights
     configured = result["weights"]
     row = next(r for r in grid["rows"] if all(r[k] == configured[k] for k in evaluation.FORYOU_GRID))

@@ -61,6 +61,15 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{_pct(row['hit_rate'])} / {row['ndcg']:.3f}",
             )
         )
+    best = fy.get("grid", {}).get("best")
+    if best and "hit_rate_check" in best:
+        rows.append(
+            (
+                f"FORYOU_WEIGHTS grid ({source}): best on one half of the shoppers, read on the other",
+                ", ".join(f"{key} {best[key]:g}" for key in FORYOU_GRID),
+                f"{_pct(best['hit_rate_check'])} (best baseline {_pct(fy['grid']['baseline_hit_rate_check'])})",
+            )
+        )
     if "grid" in result:
         grid = result["grid"]
         for row in grid["rows"]:

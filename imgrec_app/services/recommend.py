@@ -125,10 +125,9 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b))
 
 
-def trending_scores(
-    *, restrict_to: QuerySet | None = None, limit: int = 20, exclude: Iterable[str] = ()
-) -> list[tuple[str, float]]:
-    """Time-decayed popularity: sum over recent interactions of kind weight × 0.5^(age/half-life)."""
+def _recent_interactions(*, restrict_to: QuerySet | None, exclude: Iterable[str]) -> tuple[QuerySet, Func]:
+    """Interactions of the last ``TRENDING_DAYS`` (within ``restrict_to``, without ``exclude``) and
+    each one's weight in popularity: 0.5^(age / half-life)."""
     days = imgrec_settings.TRENDING_DAYS
     half_life = float(imgrec_settings.HISTORY_HALF_LIFE_DAYS) * 86400.0
     qs = Interaction.objects.filter(
@@ -140,7 +139,14 @@ def trending_scores(
     if exclude:
         qs = qs.exclude(object_id__in=exclude)
     age = Extract(Now() - F("created_at"), "epoch")
-    decay = Func(Value(0.5), age / Value(half_life), function="power", output_field=FloatField())
+    return qs, Func(Value(0.5), age / Value(half_life), function="power", output_field=FloatField())
+
+
+def trending_scores(
+    *, restrict_to: QuerySet | None = None, limit: int = 20, exclude: Iterable[str] = ()
+) -> list[tuple[str, float]]:
+    """Time-decayed popularity: sum over recent interactions of kind weight × 0.5^(age/half-life)."""
+    qs, decay = _recent_interactions(restrict_to=restrict_to, exclude=exclude)
     rows = (
         qs.values("object_id")
         .annotate(score=Sum(decay))
@@ -148,6 +154,12 @@ def trending_scores(
         .values_list("object_id", "score")[:limit]
     )
     return [(obj, float(score)) for obj, score in rows]
+
+
+def trending_mass(*, restrict_to: QuerySet | None = None, exclude: Iterable[str] = ()) -> float:
+    """The sum of :func:`trending_scores` over every product of ``restrict_to`` (one aggregate)."""
+    qs, decay = _recent_interactions(restrict_to=restrict_to, exclude=exclude)
+    return float(qs.aggregate(total=Sum(decay))["total"] or 0.0)
 
 
 def _fallback(*, limit: int, exclude: set[str], restrict: QuerySet, category_of: Any = None) -> list[Recommendation]:
@@ -221,8 +233,8 @@ REASONS = {
 }
 
 
-def _queries_for(keys: Sequence[str]) -> tuple[dict[str, dict[str, np.ndarray]], list[tuple[str, str, int]]]:
-    """Vectors of some products for each active modality: ``{modality: {id: vector}}``."""
+def active_models() -> list[tuple[str, str, int]]:
+    """``(modality, model_id, dim)`` of the modalities ``SIMILAR_WEIGHTS`` uses, image first."""
     weights = imgrec_settings.SIMILAR_WEIGHTS
     models: list[tuple[str, str, int]] = []
     serving = serving_model()
@@ -231,6 +243,12 @@ def _queries_for(keys: Sequence[str]) -> tuple[dict[str, dict[str, np.ndarray]],
     tmodel = text_model()
     if tmodel is not None and weights.get("text", 0.0):
         models.append(("text", tmodel[0], tmodel[1]))
+    return models
+
+
+def _queries_for(keys: Sequence[str]) -> tuple[dict[str, dict[str, np.ndarray]], list[tuple[str, str, int]]]:
+    """Vectors of some products for each active modality: ``{modality: {id: vector}}``."""
+    models = active_models()
     return {m: search.vectors_of(keys, model_id=mid) for m, mid, _ in models}, models
 
 

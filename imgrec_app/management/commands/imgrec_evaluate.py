@@ -78,7 +78,8 @@ class Command(BaseCommand):
             "--foryou-grid",
             action="store_true",
             help="Also measure recommended-for-you hit rate@k over a grid of FORYOU_WEIGHTS "
-            "(interest 0/1, coview 0/0.5, category 0/0.5/1/2, recency 0/0.5).",
+            "(interest 0/0.5/1, coview 0/0.5/1, category 0/1/2/4, recency 0/0.5), chosen on one half "
+            "of the shoppers and read on the other.",
         )
         parser.add_argument(
             "--no-tuning",

@@ -1,0 +1,165 @@
+"""Recommended for you on simulated shoppers: the grid chosen on one half, read on the other.
+
+    REDIS_URL=... IMGREC_VAR_DIR=var/demo python bench/foryou_grid.py [--seed 0] [--shoppers 200]
+        [--out var/demo/foryou-grid-0.json] [--ceiling 20]
+
+Runs the for-you part of ``imgrec_evaluate --foryou-grid`` (``evaluate_for_you`` with the same
+``Random(seed + 2)`` as ``imgrec_evaluate --seed``: the same shoppers) and prints:
+
+* the main table: the service as configured (``FORYOU_WEIGHTS``) and the baselines, all shoppers;
+* the grid's best setting chosen on the "choose" half of the shoppers (even positions), and its
+  hit rate on the "check" half (odd positions) next to the best baseline's on that half;
+* with ``--ceiling N``: what the simulation allows at all, on N more seeds of the same generator
+  (``simulate_shoppers`` on this catalogue, no database): the best baseline against an oracle that
+  knows each shopper's true categories and the true popularity (the generator's own 1/rank
+  weights), ranking unseen products by P(next view).  The oracle is the best any shelf can do on
+  these shoppers in expectation; if it is below 1.1 × the baseline, so is every recommender.
+
+Everything the evaluation writes is rolled back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _take(ranked: list[str], exclude: set[str], n: int) -> list[str]:
+    return [i for i in ranked if i not in exclude][:n]
+
+
+def ceiling(catalogue: Any, *, seeds: int, shoppers: int, events: int, k: int) -> dict[str, float]:
+    """Best baseline vs the oracle on ``seeds`` simulations of the real generator (no database)."""
+    from imgrec_app.services.evaluation_common import HELD_OUT_SHARE, PREFERRED_SHARE
+    from imgrec_app.services.evaluation_foryou import simulate_shoppers
+
+    base_hits, oracle_hits = [], []
+    for seed in range(seeds):
+        rng = random.Random(1000 + seed)
+        state = rng.getstate()
+        sessions = simulate_shoppers(catalogue, count=shoppers, events=events, rng=rng)
+        # The generator's popularity: replay its first draws (one shuffle per category, sorted).
+        replay = random.Random()
+        replay.setstate(state)
+        by_cat: dict[str, list[str]] = defaultdict(list)
+        for item in catalogue.recommendable:
+            if catalogue.category.get(item) is not None:
+                by_cat[catalogue.category[item]].append(item)
+        cats = sorted((c for c, items in by_cat.items() if len(items) >= 3), key=str)
+        prior: dict[str, float] = {}
+        for c in cats:
+            ranking = list(by_cat[c])
+            replay.shuffle(ranking)
+            prior.update({item: 1.0 / (rank + 1) for rank, item in enumerate(ranking)})
+        split = [
+            (b[: -max(1, round(HELD_OUT_SHARE * len(b)))], b[-max(1, round(HELD_OUT_SHARE * len(b))) :])
+            for _, b in sessions
+        ]
+        views = Counter(i for seen, _ in split for i in seen)
+        ranked = sorted(catalogue.recommendable, key=lambda i: -views.get(i, 0))
+        ranked_in: dict[str, list[str]] = defaultdict(list)
+        for i in ranked:
+            ranked_in[catalogue.category.get(i)].append(i)
+        for (preferred, _), (seen, held) in zip(sessions, split):
+            taken = set(seen)
+            weights = Counter(catalogue.category.get(i) for i in seen)
+            shelf: list[str] = []
+            for cat, w in sorted(weights.items(), key=lambda kv: -kv[1]):  # Baselines.category_popular
+                picked = _take(ranked_in.get(cat, []), taken, min(max(1, math.ceil(k * w / len(seen))), k - len(shelf)))
+                shelf += picked
+                taken.update(picked)
+            shelf += _take(ranked, taken, k - len(shelf))
+            base_hits.append(bool(set(held) & set(shelf)))
+            share = {preferred[0]: 1.0} if len(preferred) == 1 else {preferred[0]: 0.65, preferred[1]: 0.35}
+            p: dict[str, float] = {}
+            for c in cats:
+                unseen = [i for i in by_cat[c] if i not in set(seen)]
+                total = sum(prior[i] for i in unseen) or 1.0
+                for i in unseen:
+                    p[i] = (PREFERRED_SHARE * share.get(c, 0.0) + (1 - PREFERRED_SHARE) / len(cats)) * prior[i] / total
+            oracle_hits.append(bool(set(held) & set(sorted(p, key=lambda i: -p[i])[:k])))
+    b, o = float(np.mean(base_hits)), float(np.mean(oracle_hits))
+    return {"seeds": seeds, "shoppers_each": shoppers, "baseline": b, "oracle": o, "ratio": o / b}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shoppers", type=int, default=200)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=None, help="write the whole result as JSON")
+    parser.add_argument("--no-grid", action="store_true", help="the main table only")
+    parser.add_argument("--ceiling", type=int, default=0, help="also the oracle ceiling on N more seeds")
+    parser.add_argument("--ceiling-only", action="store_true", help="only the ceiling (no shelves are built)")
+    args = parser.parse_args()
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_demo.settings")
+    import django
+
+    django.setup()
+    from imgrec_app.services.evaluation import EvaluationOptions, _identity, evaluate_for_you, load_catalogue
+
+    catalogue = load_catalogue()
+    if args.ceiling_only:
+        c = ceiling(catalogue, seeds=args.ceiling or 20, shoppers=args.shoppers, events=10, k=args.k)
+        print(json.dumps(c))
+        return
+    options = EvaluationOptions(
+        k=args.k, seed=args.seed, simulated_shoppers=args.shoppers, foryou_grid=not args.no_grid
+    )
+    started = time.perf_counter()
+    result = evaluate_for_you(catalogue, options, random.Random(args.seed + 2), _identity)
+    result["seconds"] = time.perf_counter() - started
+    if args.ceiling:
+        result["ceiling"] = ceiling(catalogue, seeds=args.ceiling, shoppers=args.shoppers, events=10, k=args.k)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1, default=str))
+    print(
+        f"{len(catalogue.recommendable)} recommendable products, {len(catalogue.category_names)} categories; "
+        f"{result.get('shoppers')} shoppers (simulated: {result.get('simulated')}), seed {args.seed}, "
+        f"{result.get('coview_pairs')} co-view pairs, {result['seconds']:.0f} s"
+    )
+    print(f"FORYOU_WEIGHTS {result['weights']}")
+    for name, m in result.get("methods", {}).items():
+        print(
+            f"  {name:18s} hit rate {m['hit_rate']:.3f}  NDCG {m['ndcg']:.3f}  category match {m['category_match']:.3f}"
+        )
+    grid = result.get("grid")
+    if grid:
+        best = grid["best"]
+        setting = {key: best[key] for key in ("interest", "coview", "category", "recency")}
+        print(
+            f"grid best on the 'choose' half: {setting}  choose {best['hit_rate_choose']:.3f} "
+            f"(baseline {grid['baseline_hit_rate_choose']:.3f})  check {best['hit_rate_check']:.3f} "
+            f"(baseline {grid['baseline_hit_rate_check']:.3f}, ratio "
+            f"{best['hit_rate_check'] / grid['baseline_hit_rate_check']:.3f})"
+        )
+        for row in sorted(grid["rows"], key=lambda r: -r["hit_rate_choose"])[:12]:
+            print(
+                "  ",
+                {key: row[key] for key in setting},
+                f"choose {row['hit_rate_choose']:.3f} check {row['hit_rate_check']:.3f} "
+                f"all {row['hit_rate']:.3f} ndcg {row['ndcg']:.3f}",
+            )
+    if "ceiling" in result:
+        c = result["ceiling"]
+        print(
+            f"ceiling over {c['seeds']} seeds: baseline {c['baseline']:.3f}, "
+            f"oracle {c['oracle']:.3f} = {c['ratio']:.3f} x"
+        )
+
+
+if __name__ == "__main__":
+    main()
