@@ -476,11 +476,6 @@ def test_basic_auth_with_a_nul_byte_is_refused_not_a_500(client):
 # --- found by the write-window soak (2026-12-02): the shelf cache's Redis down -----------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/similar.py: cached_shelf lets the shelf cache's ConnectionError through (500); "
-    "the soak saw 5 x 500 on similar-api while its Redis was stopped",
-)
 def test_similar_api_with_the_shelf_caches_redis_down_is_computed_not_a_500(catalogue: Any) -> None:  # noqa: F811
     from django.conf import settings
     from django.test import override_settings

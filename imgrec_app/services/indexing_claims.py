@@ -11,7 +11,7 @@ import logging
 import secrets
 from collections.abc import Sequence
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -80,7 +80,9 @@ def claim(image_ids: Sequence[int], *, model_id: str, extra: int = 0, reclaim: b
     _lock_token(token)  # before any row carries the token: a claim is never seen dead while alive
     try:
         with transaction.atomic():
-            own = IndexedImage.objects.select_for_update(skip_locked=True).filter(pk__in=list(image_ids))
+            own: models.QuerySet[IndexedImage] = IndexedImage.objects.select_for_update(skip_locked=True).filter(
+                pk__in=list(image_ids)
+            )
             if reclaim:
                 table = IndexedImage._meta.db_table
                 own = own.extra(where=[f'("{table}"."status" = \'pending\' OR {_dead_claim_sql()})'])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +44,8 @@ from imgrec_app.models import ProductVector, ServingModel
 from imgrec_app.services import models as serving_models
 from imgrec_app.services import presentation
 from imgrec_app.services.similar_sql import Row, _stamp_sql, build_statement, modalities, run  # noqa: F401
+
+logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 
@@ -89,6 +92,16 @@ def cache_key(product: Any, model_id: str, *, limit: int, same_category: bool, p
 
 def shelf_cache() -> Any:
     return caches[imgrec_settings.SHELF_CACHE_ALIAS]
+
+
+def _cache_call(method: str, *args: Any, **kwargs: Any) -> Any:
+    """One call on the shelf cache; a cache that is down (Redis stopped) is a miss, never a 500:
+    the shelf is computed from the database, which is what the cache only speeds up."""
+    try:
+        return getattr(shelf_cache(), method)(*args, **kwargs)
+    except Exception:  # the backend's own errors (redis.ConnectionError, memcached, ...)
+        logger.warning("imgrec shelf cache %s failed; serving without the cache", method, exc_info=True)
+        return None
 
 
 def load_products(
@@ -208,12 +221,12 @@ class _Shelf:
         if not (self.attach and imgrec_settings.SHELF_CACHE and self.serving is not None):
             return None
         key = self.key(self.serving[0])
-        entry = shelf_cache().get(key)
+        entry = _cache_call("get", key)
         if entry is None:
             return None
         items = _from_cache(entry, self.restrict, self.product, visible=self.by_id)
         if items is None:
-            shelf_cache().delete(key)
+            _cache_call("delete", key)
             self.serving = serving_models.cached_serving_model(using=self.using)  # forgotten on a switch
         return items
 
@@ -230,7 +243,7 @@ class _Shelf:
                 "model": served[0],
                 "stamp": stamp,
             }
-            shelf_cache().set(self.key(served[0]), entry, timeout=imgrec_settings.SHELF_CACHE_TIMEOUT)
+            _cache_call("set", self.key(served[0]), entry, timeout=imgrec_settings.SHELF_CACHE_TIMEOUT)
         return items
 
     def instance(self) -> Any:

@@ -93,7 +93,7 @@ class Rules:
     def __init__(self, restrict: QuerySet, using: str) -> None:
         outer = Cast(RawSQL(_OUTER, ()), output_field=_pk_field())
         allowed = Exists(restrict.order_by().filter(pk=outer))
-        self.sql, self.params = _where(get_product_model().objects.filter(allowed), using)
+        self.sql, self.params = _where(get_product_model()._default_manager.filter(allowed), using)
         if self.sql.count(_OUTER) != 1:  # pragma: no cover - a rule that repeats the pk filter
             raise ValueError("the shop's rules compiled to unexpected SQL")
 
@@ -104,7 +104,9 @@ class Rules:
 def _visible_sql(key: str, using: str) -> tuple[str, list[Any]]:
     """``EXISTS (visible product with this key)``: the API's 404 answered by the shelf statement."""
     pk = get_product_model()._meta.pk.to_python(key)
-    return _where(get_product_model().objects.filter(Exists(visible_products().order_by().filter(pk=pk))), using)
+    return _where(
+        get_product_model()._default_manager.filter(Exists(visible_products().order_by().filter(pk=pk))), using
+    )
 
 
 def _stamp_sql(pv: str) -> str:
