@@ -339,3 +339,9 @@ def test_api_for_you_runs_in_the_visitors_variant(client, shop, settings):
     assert client.get(f"{API}/experiments/").json()["results"] == [
         {"experiment": "fy", "variant": "show-seen", "shelves": ["foryou"], "is_control": False}
     ]
+
+
+@pytest.mark.parametrize("body", [[None, None], '"x"', "not json", {"rec_id": None}, {"rec_id": [["nested"]]}])
+def test_malformed_beacon_is_a_clear_400(client, shop, body):
+    r = client.post(f"{API}/tracking/seen/", body, content_type="application/json")
+    assert r.status_code == 400 and ("rec_id" in r.json() or "detail" in r.json())

@@ -22,7 +22,6 @@ class RecommendationSerializer(serializers.Serializer):
 
 class ShelfSerializer(serializers.Serializer):
     results = RecommendationSerializer(many=True, read_only=True)
-    rec_id = serializers.UUIDField(read_only=True, required=False, help_text="With ?track=1: the impression's id.")
 
 
 class EventSerializer(serializers.Serializer):

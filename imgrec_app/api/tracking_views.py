@@ -6,6 +6,7 @@ from typing import Any
 
 from drf_spectacular.utils import inline_serializer
 from rest_framework import permissions, serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -44,8 +45,15 @@ class SeenView(PrivateResponseMixin, CsrfForAllMixin, APIView):
     @extend_schema(request=SeenSerializer, responses={204: None})
     def post(self, request: Request) -> Response:
         self.enforce_csrf(request)
-        raw = request.data.getlist("rec_id") if hasattr(request.data, "getlist") else request.data.get("rec_id")
-        data = SeenSerializer(data={"rec_id": raw if isinstance(raw, list) else [raw]})
+        body = request.data
+        if hasattr(body, "getlist"):  # a form: rec_id repeated
+            raw: Any = body.getlist("rec_id")
+        elif isinstance(body, dict):  # JSON: one id or a list
+            raw = body.get("rec_id")
+            raw = raw if isinstance(raw, list) else [raw]
+        else:
+            raise ValidationError({"rec_id": "Send an object with rec_id (one id or a list)."})
+        data = SeenSerializer(data={"rec_id": raw})
         data.is_valid(raise_exception=True)
         tracking.mark_seen(request._request, data.validated_data["rec_id"])
         return Response(status=status.HTTP_204_NO_CONTENT)

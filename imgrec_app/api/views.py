@@ -129,7 +129,8 @@ TRACK_PARAM = OpenApiParameter(
     "track",
     bool,
     required=False,
-    description="Record this shelf's impression: the answer gets a rec_id and signed item URLs (private).",
+    description="Record this shelf's impression: the answer then also has a top-level rec_id (the impression's "
+    "id) and signed item URLs, and is private.",
 )
 
 
