@@ -29,10 +29,12 @@ class ReportFilterForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["shelf"].choices = [("", _("All shelves"))] + [(s, s) for s in SHELVES]
+        shelf = self.fields["shelf"]
+        assert isinstance(shelf, forms.ChoiceField)
+        shelf.choices = [("", _("All shelves"))] + [(s, s) for s in SHELVES]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if data.get("since") and data.get("until") and data["since"] > data["until"]:
             raise forms.ValidationError(_("The start date is after the end date."), code="date_order")
         return data
@@ -116,7 +118,7 @@ def _display(row: experiment_stats.Row) -> dict[str, Any]:
     }
 
 
-def _plots(report: experiment_stats.ExperimentReport, query: dict[str, str]) -> list[dict[str, str]]:
+def _plots(report: experiment_stats.ExperimentReport, query: dict[str, Any]) -> list[dict[str, str]]:
     """One plot per shelf and experiment of the report (the image is the plot view's)."""
     pairs = sorted({(row.shelf, row.experiment) for row in report.rows})
     return [

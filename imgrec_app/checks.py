@@ -156,7 +156,7 @@ def _check_precision_decoder() -> list[CheckMessage]:
             Error(
                 f"{SETTING_NAME}['PRECISION'] must be one of {', '.join(map(repr, PRECISIONS))}, not {precision!r}.",
                 hint="'bf16' is its own model id: switching re-embeds the catalogue.",
-                id="imgrec_app.E050",
+                id="imgrec_app.E053",
             )
         ]
     if decoder not in DECODERS:
@@ -164,7 +164,7 @@ def _check_precision_decoder() -> list[CheckMessage]:
             Error(
                 f"{SETTING_NAME}['DECODER'] must be one of {', '.join(map(repr, DECODERS))}, not {decoder!r}.",
                 hint="'torchvision' decodes JPEG batches on the model's device (GPU workers).",
-                id="imgrec_app.E051",
+                id="imgrec_app.E054",
             )
         ]
     if decoder != "pillow" and (imgrec_settings.BACKBONE_OPTIONS or {}).get("preprocess", "crop") != "crop":
@@ -172,7 +172,7 @@ def _check_precision_decoder() -> list[CheckMessage]:
             Error(
                 f"{SETTING_NAME}['DECODER'] = {decoder!r} implements the 'crop' recipe only.",
                 hint="Use DECODER 'pillow' with the 'pad' or 'product' recipes.",
-                id="imgrec_app.E051",
+                id="imgrec_app.E054",
             )
         ]
     if precision == "bf16" and str(imgrec_settings.DEVICE) in ("cpu", "auto") and not native_bf16_cpu():
@@ -181,7 +181,7 @@ def _check_precision_decoder() -> list[CheckMessage]:
                 f"{SETTING_NAME}['PRECISION'] = 'bf16' but this machine's CPU has no native bfloat16 "
                 "(no avx512_bf16 or amx_bf16 flag): a CPU worker here refuses to embed.",
                 hint="Run the workers on CPUs with AVX512-BF16/AMX (or GPUs), or use PRECISION 'fp32'.",
-                id="imgrec_app.W050",
+                id="imgrec_app.W053",
             )
         ]
     return []

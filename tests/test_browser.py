@@ -216,7 +216,7 @@ def _browse_fruit(browser: Any, base: str, catalogue: dict[str, str]) -> list[st
         slug = next(
             i["slug"] for i in _shelf(browser, "similar") if catalogue[i["slug"]] == FOCUS and i["slug"] not in viewed
         )
-        link = browser.find_element(BY_CSS, f'.imgrec-shelf--similar a[href$="/p/{slug}/"]')
+        link = browser.find_element(BY_CSS, f'.imgrec-shelf--similar a[href*="/p/{slug}/"]')
         browser.execute_script("arguments[0].scrollIntoView()", link)
         link.click()
         _wait_loaded(browser, f"/p/{slug}/")

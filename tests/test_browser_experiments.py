@@ -18,7 +18,7 @@ import pytest
 
 from shop_demo import settings as demo_settings
 from tests.browser_support import ConsoleWatch, loaded_images, save_screenshot
-from tests.test_browser import BY_CSS, PASSWORD, _log_in, browser, catalogue  # noqa: F401  (fixtures)
+from tests.test_browser import BY_CSS, PASSWORD, _log_in, browser, catalogue, demo_queues  # noqa: F401  (fixtures)
 
 # The shoppers' requests are real page renders: minutes on a busy 2-core machine.
 pytestmark = [pytest.mark.worker, pytest.mark.timeout(1800)]

@@ -277,24 +277,24 @@ def test_e045_partial_foryou_weights_are_fine() -> None:
 # --- PRECISION / DECODER (issue 12, pipeline) -----------------------------------------------------
 
 
-def test_e050_unknown_precision() -> None:
-    assert "fp8" in only(run(PRECISION="fp8"), "imgrec_app.E050").msg
+def test_e053_unknown_precision() -> None:
+    assert "fp8" in only(run(PRECISION="fp8"), "imgrec_app.E053").msg
 
 
-def test_e051_unknown_decoder_or_one_the_recipe_cannot_use() -> None:
-    assert "opencv" in only(run(DECODER="opencv"), "imgrec_app.E051").msg
-    message = only(run(DECODER="torchvision", BACKBONE_OPTIONS={"preprocess": "pad"}), "imgrec_app.E051")
+def test_e054_unknown_decoder_or_one_the_recipe_cannot_use() -> None:
+    assert "opencv" in only(run(DECODER="opencv"), "imgrec_app.E054").msg
+    message = only(run(DECODER="torchvision", BACKBONE_OPTIONS={"preprocess": "pad"}), "imgrec_app.E054")
     assert "'crop' recipe only" in message.msg
     assert run(DECODER="torchvision") == []
 
 
-def test_w050_bf16_on_a_cpu_without_native_bf16() -> None:
+def test_w053_bf16_on_a_cpu_without_native_bf16() -> None:
     from imgrec_app.ml.hardware import native_bf16_cpu
 
     if native_bf16_cpu():
         assert run(PRECISION="bf16", DEVICE="cpu") == []
     else:
-        assert "no native bfloat16" in only(run(PRECISION="bf16", DEVICE="cpu"), "imgrec_app.W050").msg
+        assert "no native bfloat16" in only(run(PRECISION="bf16", DEVICE="cpu"), "imgrec_app.W053").msg
     assert run(PRECISION="bf16", DEVICE="cuda") == []  # a GPU worker decides for itself
 
 

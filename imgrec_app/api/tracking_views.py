@@ -45,7 +45,7 @@ class SeenView(PrivateResponseMixin, CsrfForAllMixin, APIView):
     @extend_schema(request=SeenSerializer, responses={204: None})
     def post(self, request: Request) -> Response:
         self.enforce_csrf(request)
-        body = request.data
+        body: Any = request.data
         if hasattr(body, "getlist"):  # a form: rec_id repeated
             raw: Any = body.getlist("rec_id")
         elif isinstance(body, dict):  # JSON: one id or a list

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from importlib.util import find_spec
+from typing import Any
 
 from imgrec_app.services.experiment_stats import ExperimentReport
 
@@ -42,11 +43,12 @@ def rate_plot_png(report: ExperimentReport, *, shelf: str, experiment: str, metr
     ax = fig.add_subplot()
     series = report.series(shelf, experiment, metric=metric)
     for variant, points in series.items():
-        days = [day for day, r in points if r.value is not None]
-        rates = [r for _, r in points if r.value is not None]
-        if not days:
+        kept = [(day, r, r.value) for day, r in points if r.value is not None]
+        if not kept:
             continue
-        (line,) = ax.plot(days, [100 * r.value for r in rates], marker="o", label=variant or "(no experiment)")
+        days: Any = [day for day, _, _ in kept]  # dates: matplotlib's date axis (its stubs say floats)
+        rates = [r for _, r, _ in kept]
+        (line,) = ax.plot(days, [100 * v for _, _, v in kept], marker="o", label=variant or "(no experiment)")
         ax.fill_between(
             days,
             [100 * (r.low or 0.0) for r in rates],

@@ -221,7 +221,7 @@ def _grouped(qs: QuerySet, prefix: str, **aggregates: Any) -> Iterator[tuple[Key
     rows = qs.annotate(day=TruncDate(day)).values(*names, "day").annotate(**aggregates).order_by()
     for row in rows:
         key = tuple(row[n] for n in names) + (row["day"],)
-        yield key, {k: row[k] for k in aggregates}  # type: ignore[misc]
+        yield key, {k: row[k] for k in aggregates}
 
 
 def daily_counts(filters: Filters | None = None) -> dict[Key, Counts]:

@@ -6,6 +6,7 @@ See :mod:`imgrec_app.services.foryou` for the whole shelf.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from django.utils.translation import gettext as _
@@ -36,6 +37,15 @@ def blend(scored: list[Scored], weights: dict[str, float]) -> list[Scored]:
 # --- 5. diversify ----------------------------------------------------------------------------------------
 
 
+def _for_interest(g: int) -> Callable[[Scored], tuple[float, str]]:
+    """Sort key: best score for interest ``g`` first (the last interest's for shorter score lists)."""
+
+    def key(s: Scored) -> tuple[float, str]:
+        return (-s.scores[min(g, len(s.scores) - 1)], s.product_id)
+
+    return key
+
+
 def diversify(
     ranked: list[Scored], interests: list[Interest], vectors: dict[str, np.ndarray], *, limit: int
 ) -> list[Scored]:
@@ -46,9 +56,7 @@ def diversify(
     """
     threshold = float(imgrec_settings.NEAR_DUPLICATE_SIMILARITY)
     n_groups = max(1, len(interests))
-    rankings = [
-        sorted(ranked, key=lambda s, g=g: (-s.scores[min(g, len(s.scores) - 1)], s.product_id)) for g in range(n_groups)
-    ]
+    rankings = [sorted(ranked, key=_for_interest(g)) for g in range(n_groups)]
     shares = [max(1, math.ceil(limit * i.share)) for i in interests] or [limit]
     cursors = [0] * n_groups
     chosen: list[Scored] = []
@@ -120,7 +128,8 @@ def explain(
             else:
                 reason = _("Often viewed with %(name)s") % {"name": profile.names.get(anchor, _("a product"))}
         else:
-            name = category_names.get(s.category) or profile.category_names.get(s.category) or str(s.category)
+            cat = s.category or ""
+            name = category_names.get(cat) or profile.category_names.get(cat) or str(s.category)
             reason = _("Popular in %(category)s") % {"category": name}
         items.append(Recommendation(s.product_id, s.score, reason, f"for_you:{source}", [anchor] if anchor else []))
     return items

@@ -8,7 +8,7 @@ the history, and the *popular* products of the categories the visitor looks at. 
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +90,7 @@ def find_interests(profile: Profile) -> list[Interest]:
     if not ids:
         return []
     primary = profile.primary
+    assert primary is not None  # ids are profile.usable: there is a primary modality
     V = np.stack([profile.vectors[primary][i] for i in ids])
     W = np.array([profile.weights[i] for i in ids], dtype=np.float32)
     groups = cluster(V, W, max_k=int(imgrec_settings.MAX_INTERESTS))
@@ -111,11 +112,11 @@ def find_interests(profile: Profile) -> list[Interest]:
 
 def visitor_categories(profile: Profile) -> list[tuple[str, float]]:
     """The categories of the history with their weight shares, heaviest first (at most MAX_INTERESTS)."""
-    totals: Counter[str] = Counter()
+    totals: dict[str, float] = {}
     for i in profile.ids:
         cat = profile.categories.get(i)
         if cat is not None:
-            totals[cat] += profile.weights[i]
+            totals[cat] = totals.get(cat, 0.0) + profile.weights[i]
     total = sum(totals.values()) or 1.0
     top = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[: int(imgrec_settings.MAX_INTERESTS)]
     return [(c, w / total) for c, w in top]
@@ -202,7 +203,8 @@ def retrieve(
         by_source["interest"] = _interest_neighbours(
             interests, profile, n=n, restrict=restrict, exclude=sorted(exclude)
         )
-    coview, anchors = ({}, {})
+    coview: dict[str, float] = {}
+    anchors: dict[str, str] = {}
     if weights["coview"] and profile.ids:
         coview, anchors = _viewed_together(profile, restrict=restrict, exclude=exclude, limit=limit)
         by_source["coview"] = set(coview)

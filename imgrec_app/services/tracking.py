@@ -185,14 +185,14 @@ def record_click_from_request(request: HttpRequest, product: Any) -> ShelfClick 
     source = sources[position - 1] if len(sources) >= position else ""
     try:
         with transaction.atomic():
-            click, _ = ShelfClick.objects.get_or_create(
+            found, _ = ShelfClick.objects.get_or_create(
                 impression=impression,
                 object_id=key,
                 defaults={"content_type": product_content_type(), "position": position, "source": source[:40]},
             )
     except IntegrityError:  # the same link opened twice at once
-        click = ShelfClick.objects.filter(impression=impression, object_id=key).first()
-    return click
+        return ShelfClick.objects.filter(impression=impression, object_id=key).first()
+    return found
 
 
 def attribute(interaction: Interaction) -> ShelfConversion | None:
@@ -226,12 +226,12 @@ def attribute(interaction: Interaction) -> ShelfConversion | None:
         return None
     try:
         with transaction.atomic():
-            conversion, _ = ShelfConversion.objects.get_or_create(
+            made, _ = ShelfConversion.objects.get_or_create(
                 click=click, kind=interaction.kind, defaults={"interaction": interaction}
             )
     except IntegrityError:
-        conversion = ShelfConversion.objects.filter(click=click, kind=interaction.kind).first()
-    return conversion
+        return ShelfConversion.objects.filter(click=click, kind=interaction.kind).first()
+    return made
 
 
 def beacon_allowed(request: HttpRequest, *, now: float | None = None) -> bool:
