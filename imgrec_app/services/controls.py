@@ -25,16 +25,8 @@ from imgrec_app.services.models import serving_model
 Kind = ShopperControl.Kind
 
 
-def _owner(request: HttpRequest, *, create: bool) -> dict[str, Any] | None:
-    user = history._user(request)
-    if user is not None:
-        return {"user": user}
-    vid = history.visitor_id(request, create=create)
-    return None if vid is None else {"visitor_id": vid, "user__isnull": True}
-
-
 def _own(request: HttpRequest) -> QuerySet[ShopperControl]:
-    owner = _owner(request, create=False)
+    owner = history.owner_fields(request, create=False)
     return ShopperControl.objects.none() if owner is None else ShopperControl.objects.filter(**owner)
 
 
@@ -63,7 +55,7 @@ def _changed(request: HttpRequest) -> None:
 
 def _add(request: HttpRequest, kind: str, object_id: str = "") -> bool:
     _changed(request)
-    owner = _owner(request, create=True)
+    owner = history.owner_fields(request, create=True)
     if owner is None:
         return False
     owner.pop("user__isnull", None)

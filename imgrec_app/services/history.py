@@ -49,6 +49,17 @@ def _user(request: HttpRequest) -> Any:
     return user if user is not None and user.is_authenticated else None
 
 
+def owner_fields(request: HttpRequest, *, create: bool) -> dict[str, Any] | None:
+    """The current visitor's owner fields as filter keywords (``user``, or ``visitor_id`` with no
+    user), ``None`` when an anonymous visitor has no id yet (``create=True`` gives them one).
+    Shared by every per-visitor table (shopper controls, shelf impressions)."""
+    user = _user(request)
+    if user is not None:
+        return {"user": user}
+    vid = visitor_id(request, create=create)
+    return None if vid is None else {"visitor_id": vid, "user__isnull": True}
+
+
 def owner_filter(request: HttpRequest) -> Q | None:
     """A filter selecting the current visitor's own rows, or None when they have none."""
     user = _user(request)

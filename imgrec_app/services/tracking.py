@@ -66,14 +66,6 @@ def counted(request: HttpRequest | None) -> bool:
     )
 
 
-def _owner(request: HttpRequest, *, create: bool) -> dict[str, Any] | None:
-    user = history._user(request)
-    if user is not None:
-        return {"user": user}
-    vid = history.visitor_id(request, create=create)
-    return None if vid is None else {"visitor_id": vid, "user__isnull": True}
-
-
 def shelf_source(items: Sequence[Any]) -> str:
     """The shelf's main source: its most common item source (the first such in shelf order)."""
     sources = [str(getattr(i, "source", "") or "") for i in items]
@@ -109,7 +101,7 @@ def record_impression(
     if not items or not counted(request):
         return None
     assert request is not None
-    owner = _owner(request, create=True)
+    owner = history.owner_fields(request, create=True)
     if owner is None:  # no session: nobody to attribute clicks to
         return None
     owner.pop("user__isnull", None)
@@ -169,7 +161,7 @@ def record_click_from_request(request: HttpRequest, product: Any) -> ShelfClick 
         return None
     setattr(request, _CLICK_DONE, True)
     parsed = parse_token(token)
-    owner = _owner(request, create=False)
+    owner = history.owner_fields(request, create=False)
     if parsed is None or owner is None:
         return None
     rec_id, position, product_id = parsed
@@ -261,7 +253,7 @@ def mark_seen(request: HttpRequest, rec_ids: Iterable[Any]) -> int:
     """
     if not counted(request):
         return 0
-    owner = _owner(request, create=False)
+    owner = history.owner_fields(request, create=False)
     if owner is None:
         return 0
     ids = []
