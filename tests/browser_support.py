@@ -98,13 +98,14 @@ def horizontal_overflow(browser: Any, width: int, height: int = 844) -> int:
         browser.set_window_size(before["width"], before["height"])
 
 
-def save_screenshot(browser: Any, name: str) -> Path | None:
-    """Save a full-page screenshot into docs/screenshots/ when ``IMGREC_SCREENSHOTS=1``."""
+def save_screenshot(browser: Any, name: str, *, width: int | None = None) -> Path | None:
+    """Save a full-page screenshot into docs/screenshots/ when ``IMGREC_SCREENSHOTS=1``
+    (``width``: the window's width for this picture, e.g. for a wide admin table)."""
     if os.environ.get("IMGREC_SCREENSHOTS") != "1":
         return None
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     before = browser.get_window_size()
-    width = before["width"]
+    width = width or before["width"]
     browser.set_window_size(width, 600)  # measure the page, not an earlier, taller window
     height = max(int(browser.execute_script("return document.documentElement.scrollHeight")), 600)
     browser.set_window_size(width, height)

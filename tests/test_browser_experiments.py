@@ -61,5 +61,5 @@ def test_experiments_page_in_a_browser(
     plots = [img for img in loaded_images(browser, "img.imgrec-experiment-plot") if "similar" in img[1]]
     assert plots and all(width > 0 for width, _ in plots), plots
     assert browser.find_elements(BY_CSS, "a.imgrec-experiments-csv")
-    save_screenshot(browser, "admin-experiments.png")
+    save_screenshot(browser, "admin-experiments.png", width=2000)  # the whole table
     assert console.csp_violations() == []
