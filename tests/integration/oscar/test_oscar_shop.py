@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db]
 OSCAR_SOURCE = "catalogue.productimage.original"
 SHOP_TEMPLATES = Path(settings.TEMPLATES[0]["DIRS"][0])
 SHELF_RE = re.compile(r'<section class="imgrec-shelf imgrec-shelf--(\w+)".*?</section>', re.DOTALL)
-PRODUCT_LINK_RE = re.compile(r'<a href="/catalogue/[\w-]+_(\d+)/">')
+# Shelf links carry the shelf's signed recommendation id (``?imgrec=…``, issue 15) when tracking is on.
+PRODUCT_LINK_RE = re.compile(r'<a href="/catalogue/[\w-]+_(\d+)/(?:\?imgrec=[^"]+)?">')
 # Products whose nearest sellable neighbours are clearly their own kind (measured margins of
 # 0.08 to 0.2 in cosine similarity between the 3rd same-kind and the best other-kind neighbour).
 QUERY = {"fruit": "red-apple", "musical-instruments": "electric-guitar", "vehicles": "classic-1980s-sedan"}

@@ -19,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 pytestmark = [pytest.mark.worker, pytest.mark.django_db]
 
 SHELF_RE = re.compile(r'<section class="imgrec-shelf imgrec-shelf--(\w+)".*?</section>', re.DOTALL)
-LINK_RE = re.compile(r'href="/products/([0-9a-f-]{36})/"')
+LINK_RE = re.compile(r'href="/products/([0-9a-f-]{36})/(?:\?imgrec=[^"]+)?"')  # signed shelf links (issue 15)
 
 
 def shelves(html: str) -> dict[str, list[str]]:
