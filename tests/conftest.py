@@ -217,6 +217,7 @@ _TORCH_MODULES = {
     "test_browser",
     "test_reliability_faults",
     "test_evaluation",
+    "test_ml_finetune",  # fine-tunes EfficientNet-Lite's last blocks (torch)
 }
 # Single tests elsewhere that embed (search by photo, --sync re-index) or train a classifier.
 _TORCH_TESTS = {
@@ -225,6 +226,20 @@ _TORCH_TESTS = {
     "test_retrain_and_apply_a_suggestion",
     "test_unusual_but_valid_images_are_accepted_and_embedded_like_the_picture",
     "test_truncated_jpeg_uploaded_through_the_api_fails_once_in_the_worker",
+    # tests/test_ml_variants.py: each builds an encoder and embeds (the model-id tests do not)
+    "test_the_encoder_reports_the_specs_model_id",
+    "test_the_encoder_preprocesses_by_its_recipe",
+    "test_pooling_variants_give_unit_vectors_of_the_backbones_size",
+    "test_gem_differs_from_average_pooling_but_keeps_the_labels",
+    "test_flip_averaging_makes_a_picture_and_its_mirror_image_one_vector",
+    "test_lite1_and_lite2_load_offline_and_embed_at_their_own_size",
+    # tests/test_tuning.py: torch training itself, and the runs over the demo catalogue's vectors
+    # (its demo_vectors fixture embeds them); the data and settings checks do not
+    "test_numpy_serving_matches_torch_training",
+    "test_tuning_improves_held_out_shelves_and_new_uploads_get_tuned_vectors",
+    "test_switch_and_rollback_keep_shelves_served",
+    "test_bad_runs_refuse_and_change_nothing",
+    "test_a_run_that_does_not_help_is_not_activated",
 }
 
 

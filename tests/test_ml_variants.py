@@ -57,6 +57,9 @@ def test_every_variant_has_its_own_model_id() -> None:
     assert model_id("efficientnet_lite0", preprocess="product", pooling="flip+gem") == (
         "efficientnet_lite0:imagenet1k-pypi0.1:prod1-gem-flip"
     )
+
+
+def test_the_encoder_reports_the_specs_model_id() -> None:
     # The encoder reports the same id as the spec (vectors are stored under it).
     assert lite0(preprocess="product", pooling="gem").model_id == model_id(
         "efficientnet_lite0", preprocess="product", pooling="gem"
