@@ -90,3 +90,28 @@ def test_a_rule_the_rows_cannot_honour_goes_through_the_orm(catalogue, settings)
     with CaptureQueriesContext(connection) as q:
         assert {i.product.category.slug for i in items} == {"shoes"}
     assert len(q) == 0  # the rule's select_related was honoured
+
+
+def test_the_shelf_statement_leaves_the_planner_settings_of_an_enclosing_transaction(catalogue):  # noqa: F811
+    """The statement plans its joins as written and sorts off, then puts both back (ATOMIC_REQUESTS)."""
+    from django.db import transaction
+
+    from imgrec_app.services import search
+
+    products, _ = catalogue
+    captured = []
+    original = search.run_knn_statement
+
+    def spy(sql, params, **kw):
+        captured.append(kw)
+        return original(sql, params, **kw)
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        search.run_knn_statement = spy
+        try:
+            items = recommend.similar_products(products[0], limit=8)
+        finally:
+            search.run_knn_statement = original
+        cursor.execute("SELECT current_setting('join_collapse_limit'), current_setting('enable_sort')")
+        assert cursor.fetchone() == ("8", "on")
+    assert len(items) == 8 and captured and all(kw.get("as_written") for kw in captured)

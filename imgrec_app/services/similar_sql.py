@@ -251,7 +251,7 @@ def run(
         check_visible=check_visible,
         with_products=with_products,
     )
-    rows = search.run_knn_statement(sql, params, limit=n, using=using)
+    rows = search.run_knn_statement(sql, params, limit=n, using=using, as_written=True)
     first = rows[0]
     serving = (first[0], int(first[1])) if first[0] is not None else None
     out = []
