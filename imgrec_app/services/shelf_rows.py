@@ -12,7 +12,7 @@ size that Django work cost more than the statement's own SQL (bench/similar_peer
   by value (a subquery, ``extra()``) makes the key unique to that queryset: compiled again, never
   a wrong hit.
 * :func:`product_columns` is the product model's concrete columns for a ``SELECT`` and
-  :func:`build_product` turns such a row back into an instance (``Model.from_db`` with the
+  :class:`LazyProducts` turns such a row back into an instance when it is asked for (``Model.from_db`` with the
   field's and the backend's converters, as the ORM does), with the primary image column
   :func:`imgrec_app.services.presentation.with_primary_image` would annotate.
 
@@ -171,32 +171,62 @@ def product_columns(alias: str, using: str) -> Columns:
     return hit
 
 
-_converters: dict[tuple[Any, str], list[tuple[str, list[Any], Any]]] = {}
+_converters: dict[tuple[Any, str], tuple[list[str], list[tuple[list[Any], Any]]]] = {}
 
 
-def _field_converters(using: str) -> list[tuple[str, list[Any], Any]]:
-    """Per concrete field: (attname, converters, column expression), as the ORM's compiler does."""
+def _field_converters(using: str) -> tuple[list[str], list[tuple[list[Any], Any]]]:
+    """The concrete fields' attnames, and per field (converters, column expression) as the ORM's
+    compiler applies them."""
     model = get_product_model()
     hit = _converters.get((model, using))
     if hit is None:
         conn = connections[using]
-        hit = []
+        names, convs = [], []
         for f in model._meta.concrete_fields:
             col = f.get_col(model._meta.db_table)
-            hit.append((f.attname, conn.ops.get_db_converters(col) + col.get_db_converters(conn), col))
-        _converters[(model, using)] = hit
+            names.append(f.attname)
+            convs.append((conn.ops.get_db_converters(col) + col.get_db_converters(conn), col))
+        hit = _converters[(model, using)] = (names, convs)
     return hit
 
 
-def build_product(values: Sequence[Any], using: str) -> Any:
-    """A product instance from :func:`product_columns` values (its image as ``_imgrec_image``)."""
-    model = get_product_model()
-    conn = connections[using]
-    converted = []
-    for (_, convs, col), value in zip(_field_converters(using), values):
-        for conv in convs:
-            value = conv(value, col, conn)
-        converted.append(value)
-    product = model.from_db(using, [a for a, _, _ in _field_converters(using)], converted)
-    product._imgrec_image = values[len(converted)]
-    return product
+class LazyProducts:
+    """Products by id, built from their rows only when asked for (a shelf statement returns a few
+    dozen candidates; a shelf shows a limit of them).  ``get``/``in``/``update`` like a dict."""
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self.model = get_product_model()
+        self.names, self.convs = _field_converters(using)
+        self.conn = connections[using]
+        self.rows: dict[str, Sequence[Any]] = {}
+        self.built: dict[str, Any] = {}
+
+    def build(self, values: Sequence[Any]) -> Any:
+        """A product from :func:`product_columns` values (its image as ``_imgrec_image``)."""
+        converted = []
+        for (convs, col), value in zip(self.convs, values):
+            for conv in convs:
+                value = conv(value, col, self.conn)
+            converted.append(value)
+        product = self.model.from_db(self.using, self.names, converted)
+        product._imgrec_image = values[len(converted)]
+        return product
+
+    def add_row(self, key: str, values: Sequence[Any]) -> None:
+        self.rows[key] = values
+
+    def update(self, products: dict[str, Any]) -> None:
+        self.built.update(products)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.built or key in self.rows
+
+    def __bool__(self) -> bool:
+        return bool(self.built or self.rows)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        hit = self.built.get(key)
+        if hit is None and key in self.rows:
+            hit = self.built[key] = self.build(self.rows.pop(key))
+        return default if hit is None else hit

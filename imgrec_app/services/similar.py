@@ -175,8 +175,9 @@ def _load_rows(
         cursor.execute(sql, [*col_params, *tail_params, *(to_python(i) for i in ids), *rules_params])
         rows = cursor.fetchall()
     out = {}
+    builder = shelf_rows.LazyProducts(using)
     for row in rows:
-        product = shelf_rows.build_product(row[: pc.width], using)
+        product = builder.build(row[: pc.width])
         if check is not None:
             product._imgrec_check = row[pc.width]
             if visible:
@@ -259,8 +260,8 @@ class _Shelf:
         )
         self.restrict = self.rules.using(self.using)
         self.serving = serving_models.cached_serving_model(using=self.using)
-        # Products by id, built from the cold statement's rows (or loaded) for attaching.
-        self.loaded: dict[str, Any] = {}
+        # Products by id, built from the cold statement's rows when attached (or loaded).
+        self.loaded = shelf_rows.LazyProducts(self.using)
 
     def key(self, model_id: str) -> str:
         return cache_key(
@@ -314,7 +315,7 @@ class _Shelf:
             return None
 
 
-def _attach(items: list[Any], products: dict[str, Any]) -> list[Any]:
+def _attach(items: list[Any], products: Any) -> list[Any]:
     out = []
     for item in items:
         item.product = products.get(item.product_id)
@@ -388,7 +389,9 @@ def _compute(shelf: _Shelf) -> tuple[list[Any] | None, str | None]:
             return None, None
         items = recommend._fallback(limit=shelf.limit, exclude={key}, restrict=shelf.rules, category_of=product)
         return items, res.stamp if res is not None else None
-    shelf.loaded = {r.object_id: r.product for r in res.rows if r.product is not None}
+    for r in res.rows:
+        if r.product_values is not None:
+            shelf.loaded.add_row(r.object_id, r.product_values)
     scored = fuse(res.rows, key)
     scored = dedupe(scored, {r.object_id: r for r in res.rows})
     scored = diversify(scored, {r.object_id: r for r in res.rows}, shelf.limit, restrict, shelf.loaded)
@@ -437,9 +440,7 @@ def dedupe(items: list[Any], rows: dict[str, Row]) -> list[Any]:
     return kept
 
 
-def diversify(
-    items: list[Any], rows: dict[str, Row], limit: int, restrict: QuerySet, loaded: dict[str, Any] | None = None
-) -> list[Any]:
+def diversify(items: list[Any], rows: dict[str, Row], limit: int, restrict: QuerySet, loaded: Any = None) -> list[Any]:
     """The configured diversity: MMR on image vectors, a cap per category, or none (``loaded``:
     the candidates' products when the shelf statement returned them)."""
     mode = imgrec_settings.DIVERSITY

@@ -44,8 +44,9 @@ class Row:
     duplicates: list[str]
     # Image similarity to the other candidates (only for MMR diversity).
     similar_to: dict[str, float] | None
-    # The product built from the statement's product columns (``with_products``), else None.
-    product: Any = None
+    # The product's columns and primary image as the statement returned them (``with_products``;
+    # :class:`imgrec_app.services.shelf_rows.LazyProducts` builds the product), else None.
+    product_values: tuple[Any, ...] | None = None
 
 
 @dataclass
@@ -261,6 +262,6 @@ def run(
         dists = {m.name: float(d) for m, d in zip(mods, r[6 : 6 + len(mods)]) if d is not None}
         visitors, dups, ids, sims = r[6 + len(mods) : 10 + len(mods)]
         similar_to = dict(zip(ids, sims)) if ids is not None else None
-        product = shelf_rows.build_product(r[10 + len(mods) :], using) if with_products else None
-        out.append(Row(r[5], dists, visitors, list(dups or []), similar_to, product))
+        values = tuple(r[10 + len(mods) :]) if with_products else None
+        out.append(Row(r[5], dists, visitors, list(dups or []), similar_to, values))
     return Result(serving, first[2], bool(first[3]), out, first[4])
