@@ -6,9 +6,10 @@ product's stored vector* (``ORDER BY vector <=> (SELECT vector … WHERE object_
 vector leaves or re-enters Postgres), the shop's rules inside each k-NN (``EXISTS`` on the
 product's primary key), "viewed together" pairs, the distances a candidate lacks from one
 modality's k-NN computed next to it, near-duplicate pairs among the candidates and the serving
-model's row (so a model switch made by another process is noticed without a query of its own).
-Python fuses, dedupes and diversifies the few dozen rows; one more query loads the products
-(the rules applied again, primary image URLs annotated).
+model's row (so a model switch made by another process is noticed without a query of its own)
+and each candidate's product columns and primary image (:mod:`imgrec_app.services.shelf_rows`:
+the products of the items shown are built from them, no query of their own).  Python fuses,
+dedupes and diversifies the few dozen rows.
 
 Cached (``SHELF_CACHE``), a shelf is one query: the cached product ids loaded through the rules,
 with the serving model and the product's vector stamp as scalar subqueries (and, asked by id as
