@@ -135,8 +135,13 @@ class Columns:
     alias: str
     fields: tuple[Any, ...]
     sql: str  # "alias"."col", ... , the primary image
-    params: tuple[Any, ...]
     cast_pk: str  # "(<OUTER>)::<pk type>"
+
+    @property
+    def params(self) -> tuple[Any, ...]:
+        # Looked up each time (Django caches it): content type ids are per database, and tests
+        # recreate them.
+        return (product_content_type().pk,)
 
     @property
     def width(self) -> int:
@@ -167,7 +172,7 @@ def product_columns(alias: str, using: str) -> Columns:
     cast_sql, cast_params = holder.query.get_compiler(using=using).compile(holder.query.annotations["_imgrec_cast"])
     if cast_params or cast_sql.count(OUTER) != 1:  # pragma: no cover - an unusual backend cast
         raise ValueError("the product key cast compiled to unexpected SQL")
-    hit = _columns[key] = Columns(alias, fields, ", ".join(cols), (product_content_type().pk,), cast_sql)
+    hit = _columns[key] = Columns(alias, fields, ", ".join(cols), cast_sql)
     return hit
 
 
