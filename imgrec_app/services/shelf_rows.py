@@ -115,6 +115,11 @@ def forget_rules() -> None:
     _rules.clear()
 
 
+def pk_column() -> str:
+    """The product table's primary-key column."""
+    return str(get_product_model()._meta.pk.column)
+
+
 def rows_ok(qs: QuerySet) -> bool:
     """Whether products of ``qs`` may be built from plain rows (see the module docstring)."""
     q = qs.query
@@ -161,9 +166,9 @@ def product_columns(alias: str, using: str) -> Columns:
     conn = connections[using]
     qn = conn.ops.quote_name
     fields = tuple(model._meta.concrete_fields)
-    cols = [f"{qn(alias)}.{qn(f.column)}" for f in fields]
+    cols = [f"{qn(alias)}.{qn(str(f.column))}" for f in fields]
     ii = IndexedImage._meta.db_table
-    pk_col = f"{qn(alias)}.{qn(model._meta.pk.column)}"
+    pk_col = f"{qn(alias)}.{qn(pk_column())}"
     cols.append(
         f"(SELECT source || E'\\n' || file_name FROM {ii} WHERE content_type_id = %s "
         f"AND object_id = ({pk_col})::text ORDER BY is_primary DESC, id LIMIT 1)"
@@ -214,7 +219,7 @@ class LazyProducts:
             for conv in convs:
                 value = conv(value, col, self.conn)
             converted.append(value)
-        product = self.model.from_db(self.using, self.names, converted)
+        product: Any = self.model.from_db(self.using, self.names, converted)
         product._imgrec_image = values[len(converted)]
         return product
 

@@ -151,7 +151,7 @@ def _load_rows(
     to_python = model._meta.pk.to_python
     alias = "imgrec_prod"
     pc = shelf_rows.product_columns(alias, using)
-    pk_col = f"{qn(alias)}.{qn(model._meta.pk.column)}"
+    pk_col = f"{qn(alias)}.{qn(shelf_rows.pk_column())}"
     rules_sql, rules_params = shelf_rows.rule(restrict, using).on(pk_col)
     cols, col_params, tail, tail_params = [pc.sql], [*pc.params], "", []
     if check is not None:
@@ -159,7 +159,7 @@ def _load_rows(
         key_cast = pc.cast_pk.replace(shelf_rows.OUTER, "imgrec_k.key")  # the pk index answers it
         cols.append(
             f"coalesce((SELECT model_id FROM {sm} WHERE modality = 'image'), '') || ' ' || "
-            f"(EXISTS (SELECT 1 FROM {table} WHERE {qn(model._meta.pk.column)} = {key_cast}))::text "
+            f"(EXISTS (SELECT 1 FROM {table} WHERE {qn(shelf_rows.pk_column())} = {key_cast}))::text "
             f"|| ' ' || {_stamp_sql(ProductVector._meta.db_table)}"
         )
         col_params += list(check)

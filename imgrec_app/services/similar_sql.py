@@ -199,7 +199,7 @@ def build_statement(
         cols.append(pc.sql)
         product_params += pc.params
         table = connections[using].ops.quote_name(get_product_model()._meta.db_table)
-        pk_col = connections[using].ops.quote_name(get_product_model()._meta.pk.column)
+        pk_col = connections[using].ops.quote_name(shelf_rows.pk_column())
         joins.append(
             f'LEFT JOIN {table} "{PRODUCT_ALIAS}" ON "{PRODUCT_ALIAS}".{pk_col} = '
             f"{pc.cast_pk.replace(shelf_rows.OUTER, 'c.object_id')}"
