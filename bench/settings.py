@@ -15,3 +15,8 @@ MEDIA_ROOT = str(Path(os.environ.get("IMGREC_BENCH_MEDIA", Path(VAR_DIR) / "benc
 # imgrec's URLs plus the hand-written peers that bench/similar_peer.py and bench/serving_load.py
 # measure imgrec against (the demo's URLconf is included whole).
 ROOT_URLCONF = "bench.peer_view"
+
+# ``IMGREC_BENCH_TEXT_QUEUE=<name>``: text embeddings on a queue of their own (``QUEUES["text"]``);
+# bench/freshness.py's worker consumes every queue of ``QUEUES``, so it serves both in turn.
+if os.environ.get("IMGREC_BENCH_TEXT_QUEUE"):
+    IMGREC = {**IMGREC, "QUEUES": {**IMGREC["QUEUES"], "text": os.environ["IMGREC_BENCH_TEXT_QUEUE"]}}  # noqa: F405

@@ -348,6 +348,14 @@ def _check_values() -> list[CheckMessage]:
                 id="imgrec_app.E007",
             )
         )
+    elif any(k in queues and not (isinstance(queues[k], str) and queues[k].strip()) for k in ("text", "tune")):
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['QUEUES']['text'] and ['tune'], when given, must be queue names.",
+                hint="Leave the key out to use QUEUES['embed'] (text) or QUEUES['light'] (tune).",
+                id="imgrec_app.E055",
+            )
+        )
     for key, minimum, optional in _INTEGER_SETTINGS:
         value = getattr(imgrec_settings, key)
         if (value is not None or not optional) and _out_of_range(value, minimum):

@@ -94,7 +94,9 @@ DEFAULTS: dict[str, Any] = {
     "TUNING_REQUIRE_GAIN": True,
     # --- Celery ----------------------------------------------------------------------------------
     # Queue names: "embed" does model work (route it to GPU/CPU workers), "light" does bookkeeping.
-    # An optional "tune" key names a queue of its own for catalogue-tuning runs (default: "light").
+    # An optional "tune" key names a queue of its own for catalogue-tuning runs (default: "light"),
+    # an optional "text" key one for text embeddings (default: "embed"; a queue of their own keeps
+    # new products' text vectors from waiting behind image batches, docs/BENCHMARKS.md §4).
     "QUEUES": {"embed": "imgrec.embed", "light": "imgrec.light"},
     # Images claimed per task; a task claims up to this many waiting images in one go.
     "TASK_BATCH_SIZE": 64,

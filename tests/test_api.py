@@ -35,9 +35,10 @@ def test_similar_endpoint_statements_cold_and_cached(client, catalogue):  # noqa
         first = client.get(url)
     with CaptureQueriesContext(connection) as cached:
         again = client.get(url)
-    # No query for the product itself: the k-NN statement (rules, fusion, near-duplicates) says
-    # whether a visitor may see it, then the shelf's products.
-    assert len(cold) == 2
+    # One statement: no query for the product itself (the k-NN statement, rules and near-duplicate
+    # pairs inside, says whether a visitor may see it) and none for the shelf's products (their
+    # columns and primary images come with the candidates' rows).
+    assert len(cold) == 1
     # The cached ids through the rules, with the product's visibility, existence, the serving
     # model and the vector stamp as columns.
     assert len(cached) == 1

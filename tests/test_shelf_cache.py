@@ -106,7 +106,7 @@ def test_settings_and_arguments_are_part_of_the_key(catalogue, settings):  # noq
     settings.IMGREC = {**settings.IMGREC, "SHELF_CACHE": False}
     with CaptureQueriesContext(connection) as q:
         recommend.similar_products(products[0], limit=8)
-    assert len(q) == 2  # off: computed every time (one k-NN statement + the products)
+    assert len(q) == 1  # off: computed every time (one statement: k-NN, rules and the products' columns)
 
 
 def test_a_product_without_vector_gets_fallback_and_the_cache_sees_its_first_vector(catalogue, make_product):  # noqa: F811
@@ -136,7 +136,7 @@ def test_shelves_read_from_the_replica_alias(make_product, settings):
         cold = recommend.similar_products(products[0], limit=5)
         cached = recommend.similar_products(products[0], limit=5)
     assert len(primary) == 0
-    assert len(replica) == 4  # serving model (once per process), k-NN statement, products; cached: products
+    assert len(replica) == 3  # serving model (once per process), the shelf statement; cached: the check
     sims = vecs @ vecs[0]
     sims[0] = -np.inf
     assert _ids(cold) == _ids(cached) == [str(products[j].pk) for j in np.argsort(-sims)[:5]]

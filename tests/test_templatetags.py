@@ -112,9 +112,9 @@ def test_shelf_costs_a_bounded_number_of_queries(catalogue):  # noqa: F811
             html = _render("{% imgrec_similar_shelf product limit=limit %}", product=products[0], limit=limit, request=_request())
         assert html.count('class="imgrec-shelf__item"') == limit
         counts.append(len(q))
-    # cold: one k-NN statement (rules, fusion, near-duplicates inside) + the products with their images
+    # cold: one k-NN statement (rules, near-duplicates, the products' columns and images inside)
     # + the shelf's impression (one INSERT per rendered shelf, services/tracking.py)
-    assert counts == [3, 3]
+    assert counts == [2, 2]
     assert q.captured_queries[-1]["sql"].startswith('INSERT INTO "imgrec_app_shelfimpression"')
     with CaptureQueriesContext(connection) as q:
         html = _render("{% imgrec_similar_shelf product limit=16 %}", product=products[0], request=_request())

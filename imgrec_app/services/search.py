@@ -94,25 +94,45 @@ def _one_round_trip(qs: QuerySet, limit: int) -> list[tuple[str, float]] | None:
         return [(obj, dist) for obj, dist in cursor.fetchall()]
 
 
-def run_knn_statement(sql: str, params: Sequence[Any], *, limit: int, using: str = "default") -> list[tuple]:
+# Joins planned in the order written (``join_collapse_limit`` 1), for statements whose joins are
+# a chain of LEFT JOINs from a few dozen candidates: the similar shelf's statement spent 3-10 ms
+# of planning searching join orders (more than its execution, bench/similar_peer.py), 1.5 ms so.
+_AS_WRITTEN = ("SELECT set_config('join_collapse_limit', '1', true)", "RESET join_collapse_limit")
+
+
+def run_knn_statement(
+    sql: str, params: Sequence[Any], *, limit: int, using: str = "default", as_written: bool = False
+) -> list[tuple]:
     """Run one k-NN statement with pgvector's settings (:func:`_session_settings`); its rows.
 
     One round trip where psycopg 3's client-side binding allows it (settings, statement and
     :data:`_RESTORE` as one multi-statement string, see :func:`_one_round_trip`); otherwise in a
-    transaction of its own: BEGIN, settings, statement, reset, COMMIT.
+    transaction of its own: BEGIN, settings, statement, reset, COMMIT.  ``as_written``: joins
+    planned in the order written (:data:`_AS_WRITTEN`).
     """
     db = connections[using]
     settings_sql, settings_params = _session_settings(limit)
+    before, after = (
+        (f"{settings_sql}; {_AS_WRITTEN[0]}", f"{_RESTORE}; {_AS_WRITTEN[1]}")
+        if as_written
+        else (settings_sql, _RESTORE)
+    )
     if _multi_statement_ok(db):
         with db.cursor() as cursor:
-            cursor.execute(f"{settings_sql}; {sql}; {_RESTORE}", [*settings_params, *params])
+            cursor.execute(f"{before}; {sql}; {after}", [*settings_params, *params])
             cursor.nextset()
+            if as_written:
+                cursor.nextset()
             return cursor.fetchall()
     with transaction.atomic(using=using), db.cursor() as cursor:
         cursor.execute(settings_sql, settings_params)
+        if as_written:
+            cursor.execute(_AS_WRITTEN[0])
         cursor.execute(sql, list(params))
         rows = cursor.fetchall()
         cursor.execute(_RESTORE)
+        if as_written:
+            cursor.execute(_AS_WRITTEN[1])
         return rows
 
 

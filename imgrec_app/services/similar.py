@@ -6,9 +6,10 @@ product's stored vector* (``ORDER BY vector <=> (SELECT vector … WHERE object_
 vector leaves or re-enters Postgres), the shop's rules inside each k-NN (``EXISTS`` on the
 product's primary key), "viewed together" pairs, the distances a candidate lacks from one
 modality's k-NN computed next to it, near-duplicate pairs among the candidates and the serving
-model's row (so a model switch made by another process is noticed without a query of its own).
-Python fuses, dedupes and diversifies the few dozen rows; one more query loads the products
-(the rules applied again, primary image URLs annotated).
+model's row (so a model switch made by another process is noticed without a query of its own)
+and each candidate's product columns and primary image (:mod:`imgrec_app.services.shelf_rows`:
+the products of the items shown are built from them, no query of their own).  Python fuses,
+dedupes and diversifies the few dozen rows.
 
 Cached (``SHELF_CACHE``), a shelf is one query: the cached product ids loaded through the rules,
 with the serving model and the product's vector stamp as scalar subqueries (and, asked by id as
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.core.cache import caches
-from django.db import router
+from django.db import connections, router
 from django.db.models import Exists, QuerySet
 from django.db.models.expressions import RawSQL
 
@@ -42,7 +43,7 @@ from imgrec_app.hosts import (
 )
 from imgrec_app.models import ProductVector, ServingModel
 from imgrec_app.services import models as serving_models
-from imgrec_app.services import presentation
+from imgrec_app.services import presentation, shelf_rows
 from imgrec_app.services.similar_sql import Row, _stamp_sql, build_statement, modalities, run  # noqa: F401
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,8 @@ def load_products(
     """
     if not ids:
         return {}
+    if shelf_rows.rows_ok(restrict):
+        return _load_rows(ids, restrict, check=check, visible=visible)
     model = get_product_model()
     to_python = model._meta.pk.to_python
     qs = presentation.with_primary_image(restrict.filter(pk__in=[to_python(i) for i in ids]))
@@ -134,6 +137,54 @@ def load_products(
             visible_qs = visible_products().using(restrict.db).order_by().filter(pk=to_python(check[1]))
             qs = qs.annotate(_imgrec_visible=Exists(visible_qs))
     return {product_key(p.pk): p for p in qs.order_by()}
+
+
+def _load_rows(
+    ids: Sequence[str], restrict: QuerySet, *, check: tuple[int, str] | None, visible: bool
+) -> dict[str, Any]:
+    """:func:`load_products` as one raw statement: the rules and the visibility rule compiled once
+    per process (:mod:`imgrec_app.services.shelf_rows`), the products built from the rows."""
+    model = get_product_model()
+    using = restrict.db
+    conn = connections[using]
+    qn = conn.ops.quote_name
+    to_python = model._meta.pk.to_python
+    alias = "imgrec_prod"
+    pc = shelf_rows.product_columns(alias, using)
+    pk_col = f"{qn(alias)}.{qn(shelf_rows.pk_column())}"
+    rules_sql, rules_params = shelf_rows.rule(restrict, using).on(pk_col)
+    cols, col_params, tail, tail_params = [pc.sql], [*pc.params], "", []
+    if check is not None:
+        sm, table = ServingModel._meta.db_table, qn(model._meta.db_table)
+        key_cast = pc.cast_pk.replace(shelf_rows.OUTER, "imgrec_k.key")  # the pk index answers it
+        cols.append(
+            f"coalesce((SELECT model_id FROM {sm} WHERE modality = 'image'), '') || ' ' || "
+            f"(EXISTS (SELECT 1 FROM {table} WHERE {qn(shelf_rows.pk_column())} = {key_cast}))::text "
+            f"|| ' ' || {_stamp_sql(ProductVector._meta.db_table)}"
+        )
+        col_params += list(check)
+        if visible:
+            visible_sql, visible_params = shelf_rows.rule(visible_products(), using).on("imgrec_k.key")
+            cols.append(visible_sql)
+            col_params += visible_params
+        tail, tail_params = " CROSS JOIN (SELECT %s::text AS key) imgrec_k", [check[1]]
+    sql = (
+        f"SELECT {', '.join(cols)} FROM {qn(model._meta.db_table)} {qn(alias)}{tail} "
+        f"WHERE {pk_col} IN ({', '.join(['%s'] * len(ids))}) AND {rules_sql}"
+    )
+    with conn.cursor() as cursor:
+        cursor.execute(sql, [*col_params, *tail_params, *(to_python(i) for i in ids), *rules_params])
+        rows = cursor.fetchall()
+    out = {}
+    builder = shelf_rows.LazyProducts(using)
+    for row in rows:
+        product = builder.build(row[: pc.width])
+        if check is not None:
+            product._imgrec_check = row[pc.width]
+            if visible:
+                product._imgrec_visible = row[pc.width + 1]
+        out[product_key(product.pk)] = product
+    return out
 
 
 # --- the shelf -------------------------------------------------------------------------------------
@@ -210,6 +261,8 @@ class _Shelf:
         )
         self.restrict = self.rules.using(self.using)
         self.serving = serving_models.cached_serving_model(using=self.using)
+        # Products by id, built from the cold statement's rows when attached (or loaded).
+        self.loaded = shelf_rows.LazyProducts(self.using)
 
     def key(self, model_id: str) -> str:
         return cache_key(
@@ -235,7 +288,12 @@ class _Shelf:
         items, stamp = _compute(self)
         if items is None or not self.attach:
             return items
-        items = _attach(items, load_products([i.product_id for i in items], self.restrict))
+        # The statement's rows carry the candidates' products (shelf_rows.rows_ok); a labelled
+        # fallback's items (or a host whose rules need the ORM) are loaded through the rules.
+        missing = [i.product_id for i in items if i.product_id not in self.loaded]
+        if missing:
+            self.loaded.update(load_products(missing, self.restrict))
+        items = _attach(items, self.loaded)
         served = serving_models.cached_serving_model(using=self.using)
         if imgrec_settings.SHELF_CACHE and stamp is not None and items and served is not None:
             entry = {
@@ -258,7 +316,7 @@ class _Shelf:
             return None
 
 
-def _attach(items: list[Any], products: dict[str, Any]) -> list[Any]:
+def _attach(items: list[Any], products: Any) -> list[Any]:
     out = []
     for item in items:
         item.product = products.get(item.product_id)
@@ -316,6 +374,7 @@ def _compute(shelf: _Shelf) -> tuple[list[Any] | None, str | None]:
         "using": using,
         "want_vectors": imgrec_settings.DIVERSITY == "mmr",
         "check_visible": shelf.by_id,
+        "with_products": (shelf.attach or imgrec_settings.DIVERSITY == "category") and shelf_rows.rows_ok(restrict),
     }
     if mods:
         res = run(mods, **options)
@@ -331,9 +390,12 @@ def _compute(shelf: _Shelf) -> tuple[list[Any] | None, str | None]:
             return None, None
         items = recommend._fallback(limit=shelf.limit, exclude={key}, restrict=shelf.rules, category_of=product)
         return items, res.stamp if res is not None else None
+    for r in res.rows:
+        if r.product_values is not None:
+            shelf.loaded.add_row(r.object_id, r.product_values)
     scored = fuse(res.rows, key)
     scored = dedupe(scored, {r.object_id: r for r in res.rows})
-    scored = diversify(scored, {r.object_id: r for r in res.rows}, shelf.limit, restrict)
+    scored = diversify(scored, {r.object_id: r for r in res.rows}, shelf.limit, restrict, shelf.loaded)
     if len(scored) < shelf.limit:
         product = shelf.instance()
         if product is None:
@@ -379,8 +441,9 @@ def dedupe(items: list[Any], rows: dict[str, Row]) -> list[Any]:
     return kept
 
 
-def diversify(items: list[Any], rows: dict[str, Row], limit: int, restrict: QuerySet) -> list[Any]:
-    """The configured diversity: MMR on image vectors, a cap per category, or none."""
+def diversify(items: list[Any], rows: dict[str, Row], limit: int, restrict: QuerySet, loaded: Any = None) -> list[Any]:
+    """The configured diversity: MMR on image vectors, a cap per category, or none (``loaded``:
+    the candidates' products when the shelf statement returned them)."""
     mode = imgrec_settings.DIVERSITY
     sims = {k: r.similar_to for k, r in rows.items() if r.similar_to is not None}
     if mode == "mmr" and sims:
@@ -400,7 +463,7 @@ def diversify(items: list[Any], rows: dict[str, Row], limit: int, restrict: Quer
         return chosen
     if mode == "category":
         cap = int(imgrec_settings.CATEGORY_CAP)
-        products = load_products([i.product_id for i in items], restrict)
+        products = loaded or load_products([i.product_id for i in items], restrict)
         per: dict[Any, int] = {}
         out = []
         for r in items:

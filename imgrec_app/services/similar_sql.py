@@ -12,16 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import models
-from django.db.models import Exists, QuerySet
-from django.db.models.expressions import RawSQL
-from django.db.models.functions import Cast
+from django.db import connections
+from django.db.models import QuerySet
 
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import get_product_model, visible_products
 from imgrec_app.models import CoView, ProductVector, ServingModel
 from imgrec_app.querysets import index_vector_type
-from imgrec_app.services import search
+from imgrec_app.services import search, shelf_rows
 from imgrec_app.services.text import text_model
 
 
@@ -46,6 +44,9 @@ class Row:
     duplicates: list[str]
     # Image similarity to the other candidates (only for MMR diversity).
     similar_to: dict[str, float] | None
+    # The product's columns and primary image as the statement returned them (``with_products``;
+    # :class:`imgrec_app.services.shelf_rows.LazyProducts` builds the product), else None.
+    product_values: tuple[Any, ...] | None = None
 
 
 @dataclass
@@ -69,44 +70,13 @@ def modalities(serving: tuple[str, int] | None) -> list[Modality]:
     return out
 
 
-def _where(qs: QuerySet, using: str) -> tuple[str, list[Any]]:
-    """The compiled WHERE clause of ``qs`` (columns qualified by the unaliased table name)."""
-    compiler = qs.query.get_compiler(using=using)
-    sql, params = compiler.compile(qs.query.where)
-    return sql, list(params)
+# The product table's alias in the statement's last join (the rules' EXISTS use their own aliases).
+PRODUCT_ALIAS = "imgrec_prod"
 
 
-def _pk_field() -> Any:
-    pk = get_product_model()._meta.pk
-    return pk.target_field if isinstance(pk, models.ForeignKey) else pk
-
-
-# Stands for the outer column in the rules' EXISTS, compiled once per shelf and used by the k-NN
-# and the viewed-together pairs alike (compiling the host's rules was the largest Python cost of a
-# cold shelf, bench/similar_peer.py).
-_OUTER = "imgrec_outer_column__"
-
-
-class Rules:
-    """``EXISTS (rules AND pk = <outer column>::pk type)``, compiled once, placed on any column."""
-
-    def __init__(self, restrict: QuerySet, using: str) -> None:
-        outer = Cast(RawSQL(_OUTER, ()), output_field=_pk_field())
-        allowed = Exists(restrict.order_by().filter(pk=outer))
-        self.sql, self.params = _where(get_product_model()._default_manager.filter(allowed), using)
-        if self.sql.count(_OUTER) != 1:  # pragma: no cover - a rule that repeats the pk filter
-            raise ValueError("the shop's rules compiled to unexpected SQL")
-
-    def on(self, column: str) -> tuple[str, list[Any]]:
-        return self.sql.replace(_OUTER, column), list(self.params)
-
-
-def _visible_sql(key: str, using: str) -> tuple[str, list[Any]]:
-    """``EXISTS (visible product with this key)``: the API's 404 answered by the shelf statement."""
-    pk = get_product_model()._meta.pk.to_python(key)
-    return _where(
-        get_product_model()._default_manager.filter(Exists(visible_products().order_by().filter(pk=pk))), using
-    )
+def shelf_rules(qs: QuerySet, using: str) -> shelf_rows.Rule:
+    """The rules' ``EXISTS``, compiled once per distinct rules query (:func:`shelf_rows.rule`)."""
+    return shelf_rows.rule(qs, using)
 
 
 def _stamp_sql(pv: str) -> str:
@@ -129,11 +99,14 @@ def build_statement(
     threshold: float,
     want_vectors: bool,
     check_visible: bool = False,
+    with_products: bool = False,
 ) -> tuple[str, list[Any]]:
     """The one statement of a cold similar shelf (see the module docstring).
 
     With ``check_visible`` its first row also says whether a visitor may see the product
-    (``VISIBLE_PRODUCTS``), so the API needs no query for the product itself.
+    (``VISIBLE_PRODUCTS``), so the API needs no query for the product itself.  With
+    ``with_products`` each candidate row ends with the product's concrete columns and primary
+    image (:func:`imgrec_app.services.shelf_rows.product_columns`): no query for the products.
     """
     pv = ProductVector._meta.db_table
     params: list[Any] = []
@@ -145,7 +118,7 @@ def build_statement(
         )
         params += [ct, key, m.model_id]
     ctes = [f"qv AS MATERIALIZED (SELECT {', '.join(qcols)})"]
-    rules = Rules(restrict, using)
+    rules = shelf_rules(restrict, using)
     rules_sql, rules_params = rules.on(f"{pv}.object_id")
     for m in mods:
         # Unaliased table: the rules' EXISTS refers to "<pv table>"."object_id".
@@ -220,20 +193,36 @@ def build_statement(
     else:
         cols += ["NULL::text[]", "NULL::text[]", "NULL::float8[]"]
     has = " OR ".join(f"(SELECT {m.name} FROM qv) IS NOT NULL" for m in mods)
+    product_params: list[Any] = []
+    if with_products:
+        pc = shelf_rows.product_columns(PRODUCT_ALIAS, using)
+        cols.append(pc.sql)
+        product_params += pc.params
+        table = connections[using].ops.quote_name(get_product_model()._meta.db_table)
+        pk_col = connections[using].ops.quote_name(shelf_rows.pk_column())
+        joins.append(
+            f'LEFT JOIN {table} "{PRODUCT_ALIAS}" ON "{PRODUCT_ALIAS}".{pk_col} = '
+            f"{pc.cast_pk.replace(shelf_rows.OUTER, 'c.object_id')}"
+        )
     sm = ServingModel._meta.db_table
-    visible_sql, visible_params = _visible_sql(key, using) if check_visible else ("NULL::bool", [])
+    if check_visible:
+        # The product's key as a column of the header's FROM, for the visibility rule to refer to.
+        visible_sql, visible_params = shelf_rules(visible_products(), using).on("imgrec_k.key")
+        visible_from, from_params = " FROM (SELECT %s::text AS key) imgrec_k", [key]
+    else:
+        visible_sql, visible_params, visible_from, from_params = "NULL::bool", [], "", []
     header = (
         f"SELECT (SELECT model_id FROM {sm} WHERE modality = 'image') AS serving_model, "
         f"(SELECT dimensions FROM {sm} WHERE modality = 'image') AS serving_dim, "
-        f"{_stamp_sql(pv)} AS stamp, ({has}) AS has_vector, {visible_sql} AS visible"
+        f"{_stamp_sql(pv)} AS stamp, ({has}) AS has_vector, {visible_sql} AS visible{visible_from}"
     )
-    header_params = [ct, key, *visible_params]
+    header_params = [ct, key, *visible_params, *from_params]
     sql = (
         f"WITH {', '.join(ctes)} "
         f"SELECT h.serving_model, h.serving_dim, h.stamp, h.has_vector, h.visible, s.* FROM ({header}) h "
         f"LEFT JOIN (SELECT {', '.join(cols)} FROM cand c {' '.join(joins)}) s ON true"
     )
-    return sql, params + header_params + fill_params
+    return sql, params + header_params + fill_params + product_params
 
 
 def run(
@@ -246,8 +235,9 @@ def run(
     using: str,
     want_vectors: bool,
     check_visible: bool = False,
+    with_products: bool = False,
 ) -> Result:
-    """Run the cold statement and parse its rows."""
+    """Run the cold statement and parse its rows (with ``with_products``: each row's product)."""
     coview_min = int(imgrec_settings.COVIEW_MIN_VISITORS) if imgrec_settings.SIMILAR_WEIGHTS.get("coview", 0) else None
     sql, params = build_statement(
         mods,
@@ -260,8 +250,9 @@ def run(
         threshold=float(imgrec_settings.NEAR_DUPLICATE_SIMILARITY),
         want_vectors=want_vectors,
         check_visible=check_visible,
+        with_products=with_products,
     )
-    rows = search.run_knn_statement(sql, params, limit=n, using=using)
+    rows = search.run_knn_statement(sql, params, limit=n, using=using, as_written=True)
     first = rows[0]
     serving = (first[0], int(first[1])) if first[0] is not None else None
     out = []
@@ -269,7 +260,8 @@ def run(
         if r[5] is None:
             continue
         dists = {m.name: float(d) for m, d in zip(mods, r[6 : 6 + len(mods)]) if d is not None}
-        visitors, dups, ids, sims = r[6 + len(mods) :]
+        visitors, dups, ids, sims = r[6 + len(mods) : 10 + len(mods)]
         similar_to = dict(zip(ids, sims)) if ids is not None else None
-        out.append(Row(r[5], dists, visitors, list(dups or []), similar_to))
+        values = tuple(r[10 + len(mods) :]) if with_products else None
+        out.append(Row(r[5], dists, visitors, list(dups or []), similar_to, values))
     return Result(serving, first[2], bool(first[3]), out, first[4])

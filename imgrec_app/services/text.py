@@ -83,6 +83,12 @@ def mark_waiting(product_ids: Iterable[str]) -> None:
     )
 
 
+def text_queue() -> str:
+    """The queue of text tasks: ``QUEUES["text"]``, else ``QUEUES["embed"]``."""
+    queues = imgrec_settings.QUEUES
+    return queues.get("text") or queues["embed"]
+
+
 def publish_text(product_ids: Sequence[str]) -> bool:
     """Send one text task for these products; on a broker outage they stay waiting and the
     sweeper publishes them again (``REPUBLISH_AFTER``).  Returns whether it was sent."""
@@ -92,7 +98,7 @@ def publish_text(product_ids: Sequence[str]) -> bool:
         current_app.send_task(
             "imgrec.embed_texts",
             args=[list(product_ids)],
-            queue=imgrec_settings.QUEUES["embed"],
+            queue=text_queue(),
             retry=True,
             retry_policy={"max_retries": 1, "interval_start": 0.2},
         )
