@@ -184,15 +184,12 @@ def _popular_in(
     if not categories:
         return {}, {}
     ct = product_content_type()
-    predicted = CategoryPrediction.objects.filter(
-        content_type=ct, object_id=Cast(OuterRef("pk"), CharField())
-    ).values("category")[:1]
+    predicted = CategoryPrediction.objects.filter(content_type=ct, object_id=Cast(OuterRef("pk"), CharField())).values(
+        "category"
+    )[:1]
     recent, decay = recent_interactions(restrict_to=None, exclude=())
     score_of = (
-        recent.filter(object_id=OuterRef("_imgrec_key"))
-        .values("object_id")
-        .annotate(score=Sum(decay))
-        .values("score")
+        recent.filter(object_id=OuterRef("_imgrec_key")).values("object_id").annotate(score=Sum(decay)).values("score")
     )
     by_category = Window(
         RowNumber(), partition_by=F("_imgrec_cat"), order_by=[F("_imgrec_score").desc(), F("_imgrec_key").asc()]
