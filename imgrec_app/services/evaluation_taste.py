@@ -89,8 +89,8 @@ def product_colours(catalogue: Catalogue) -> dict[str, str]:
         first.setdefault(obj, (source, name))
     out: dict[str, str] = {}
     for obj, (source_key, name) in first.items():
-        source = get_image_source(source_key)
-        storage = source.model._meta.get_field(source.field).storage  # type: ignore[union-attr]
+        image_source = get_image_source(source_key)
+        storage = image_source.model._meta.get_field(image_source.field).storage  # type: ignore[union-attr]
         try:
             with storage.open(name, "rb") as fh, Image.open(fh) as img:
                 out[obj] = colour_family(img)
