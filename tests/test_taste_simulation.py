@@ -80,9 +80,37 @@ def test_evaluation_runs_on_taste_shoppers_with_background_traffic(catalogue):  
     # the evaluated shoppers are the same whatever the background
     ten = evaluation.simulated_sessions(cat, options, random.Random(0))
     alone = evaluation.simulated_sessions(
-        cat, evaluation.EvaluationOptions(simulated_shoppers=10, events_per_shopper=5, shopper_model="taste"),
+        cat,
+        evaluation.EvaluationOptions(simulated_shoppers=10, events_per_shopper=5, shopper_model="taste"),
         random.Random(0),
     )
     assert len(ten) == 16 and ten[:10] == alone
     with pytest.raises(ValueError, match="Unknown shopper model"):
         evaluation.simulated_sessions(cat, evaluation.EvaluationOptions(shopper_model="nope"), random.Random(0))
+
+
+@pytest.mark.django_db
+def test_command_takes_the_shopper_model_and_refuses_an_unknown_one(catalogue, tmp_path):  # noqa: F811
+    import io
+    import json
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    out = io.StringIO()
+    args = ["--output", "", "--k", "5", "--simulated-shoppers", "8", "--events-per-shopper", "4", "--no-tuning"]
+    call_command(
+        "imgrec_evaluate",
+        *args,
+        "--shopper-model",
+        "taste",
+        "--background-shoppers",
+        "3",
+        "--json",
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+    for_you = json.loads(out.getvalue())["for_you"]
+    assert for_you["shopper_model"] == "taste" and for_you["background_shoppers"] == 3 and for_you["shoppers"] == 8
+    with pytest.raises(CommandError, match="shopper-model"):
+        call_command("imgrec_evaluate", *args, "--shopper-model", "colour", stdout=io.StringIO(), stderr=io.StringIO())
