@@ -1,7 +1,7 @@
 """Recommended for you on simulated shoppers: the grid chosen on one half, read on the other.
 
     REDIS_URL=... IMGREC_VAR_DIR=var/demo python bench/foryou_grid.py [--seed 0] [--shoppers 200]
-        [--out var/demo/foryou-grid-0.json] [--ceiling 20]
+        [--out var/demo/foryou-grid-0.json] [--ceiling 20] [--shopper-model taste] [--background N]
 
 Runs the for-you part of ``imgrec_evaluate --foryou-grid`` (``evaluate_for_you`` with the same
 ``Random(seed + 2)`` as ``imgrec_evaluate --seed``: the same shoppers) and prints:
@@ -40,39 +40,93 @@ def _take(ranked: list[str], exclude: set[str], n: int) -> list[str]:
     return [i for i in ranked if i not in exclude][:n]
 
 
-def ceiling(catalogue: Any, *, seeds: int, shoppers: int, events: int, k: int) -> dict[str, float]:
-    """Best baseline vs the oracle on ``seeds`` simulations of the real generator (no database)."""
-    from imgrec_app.services.evaluation_common import HELD_OUT_SHARE, PREFERRED_SHARE
+def _category_truth(catalogue: Any, rng: random.Random, count: int, events: int) -> tuple[list, list]:
+    """The default shoppers, and for each the generator's P(next view) as a function of what was seen."""
+    from imgrec_app.services.evaluation_common import PREFERRED_SHARE
     from imgrec_app.services.evaluation_foryou import simulate_shoppers
+
+    state = rng.getstate()
+    sessions = simulate_shoppers(catalogue, count=count, events=events, rng=rng)
+    # The generator's popularity: replay its first draws (one shuffle per category, sorted).
+    replay = random.Random()
+    replay.setstate(state)
+    by_cat: dict[str, list[str]] = defaultdict(list)
+    for item in catalogue.recommendable:
+        if catalogue.category.get(item) is not None:
+            by_cat[catalogue.category[item]].append(item)
+    cats = sorted((c for c, items in by_cat.items() if len(items) >= 3), key=str)
+    prior: dict[str, float] = {}
+    for c in cats:
+        ranking = list(by_cat[c])
+        replay.shuffle(ranking)
+        prior.update({item: 1.0 / (rank + 1) for rank, item in enumerate(ranking)})
+
+    def truth(preferred: list[str]) -> Any:
+        share = {preferred[0]: 1.0} if len(preferred) == 1 else {preferred[0]: 0.65, preferred[1]: 0.35}
+
+        def p_next(seen: set[str]) -> dict[str, float]:
+            p: dict[str, float] = {}
+            for c in cats:
+                unseen = [i for i in by_cat[c] if i not in seen]
+                total = sum(prior[i] for i in unseen) or 1.0
+                for i in unseen:
+                    p[i] = (PREFERRED_SHARE * share.get(c, 0.0) + (1 - PREFERRED_SHARE) / len(cats)) * prior[i] / total
+            return p
+
+        return p_next
+
+    return [b for _, b in sessions], [truth(list(pref)) for pref, _ in sessions]
+
+
+def _taste_truth(catalogue: Any, rng: random.Random, count: int, events: int, colours: dict) -> tuple[list, list]:
+    """The taste shoppers, and for each the generator's exact P(next view)."""
+    from imgrec_app.services.evaluation_taste import simulate_taste_shoppers, taste_next_view_probabilities
+
+    world, sessions = simulate_taste_shoppers(catalogue, count=count, events=events, rng=rng, colours=colours)
+    truths = [
+        (lambda seen, shopper=shopper: taste_next_view_probabilities(world, shopper, seen)) for shopper, _ in sessions
+    ]
+    return [b for _, b in sessions], truths
+
+
+def ceiling(
+    catalogue: Any,
+    *,
+    seeds: int,
+    shoppers: int,
+    events: int,
+    k: int,
+    model: str = "category",
+    background: int = 0,
+    colours: dict | None = None,
+) -> dict[str, float]:
+    """Best baseline vs the oracle on ``seeds`` simulations of the real generator (no database).
+
+    The oracle ranks each shopper's unseen products by the generator's own P(next view) (for the
+    default shoppers with the expected main share 0.65 of two categories; exact for the taste
+    shoppers); the baseline's popularity counts the evaluated shoppers' training views and every
+    background shopper's views, as the evaluation does.
+    """
+    from imgrec_app.services.evaluation_common import HELD_OUT_SHARE
 
     base_hits, oracle_hits = [], []
     for seed in range(seeds):
         rng = random.Random(1000 + seed)
-        state = rng.getstate()
-        sessions = simulate_shoppers(catalogue, count=shoppers, events=events, rng=rng)
-        # The generator's popularity: replay its first draws (one shuffle per category, sorted).
-        replay = random.Random()
-        replay.setstate(state)
-        by_cat: dict[str, list[str]] = defaultdict(list)
-        for item in catalogue.recommendable:
-            if catalogue.category.get(item) is not None:
-                by_cat[catalogue.category[item]].append(item)
-        cats = sorted((c for c, items in by_cat.items() if len(items) >= 3), key=str)
-        prior: dict[str, float] = {}
-        for c in cats:
-            ranking = list(by_cat[c])
-            replay.shuffle(ranking)
-            prior.update({item: 1.0 / (rank + 1) for rank, item in enumerate(ranking)})
+        if model == "taste":
+            browsed, truths = _taste_truth(catalogue, rng, shoppers + background, events, colours or {})
+        else:
+            browsed, truths = _category_truth(catalogue, rng, shoppers + background, events)
         split = [
             (b[: -max(1, round(HELD_OUT_SHARE * len(b)))], b[-max(1, round(HELD_OUT_SHARE * len(b))) :])
-            for _, b in sessions
+            for b in browsed[:shoppers]
         ]
         views = Counter(i for seen, _ in split for i in seen)
+        views.update(i for b in browsed[shoppers:] for i in b)
         ranked = sorted(catalogue.recommendable, key=lambda i: -views.get(i, 0))
         ranked_in: dict[str, list[str]] = defaultdict(list)
         for i in ranked:
             ranked_in[catalogue.category.get(i)].append(i)
-        for (preferred, _), (seen, held) in zip(sessions, split):
+        for truth, (seen, held) in zip(truths, split):
             taken = set(seen)
             weights = Counter(catalogue.category.get(i) for i in seen)
             shelf: list[str] = []
@@ -82,16 +136,10 @@ def ceiling(catalogue: Any, *, seeds: int, shoppers: int, events: int, k: int) -
                 taken.update(picked)
             shelf += _take(ranked, taken, k - len(shelf))
             base_hits.append(bool(set(held) & set(shelf)))
-            share = {preferred[0]: 1.0} if len(preferred) == 1 else {preferred[0]: 0.65, preferred[1]: 0.35}
-            p: dict[str, float] = {}
-            for c in cats:
-                unseen = [i for i in by_cat[c] if i not in set(seen)]
-                total = sum(prior[i] for i in unseen) or 1.0
-                for i in unseen:
-                    p[i] = (PREFERRED_SHARE * share.get(c, 0.0) + (1 - PREFERRED_SHARE) / len(cats)) * prior[i] / total
+            p = truth(set(seen))
             oracle_hits.append(bool(set(held) & set(sorted(p, key=lambda i: -p[i])[:k])))
     b, o = float(np.mean(base_hits)), float(np.mean(oracle_hits))
-    return {"seeds": seeds, "shoppers_each": shoppers, "baseline": b, "oracle": o, "ratio": o / b}
+    return {"seeds": seeds, "shoppers_each": shoppers, "baseline": b, "oracle": o, "ratio": o / b, "model": model}
 
 
 def main() -> None:
@@ -103,6 +151,8 @@ def main() -> None:
     parser.add_argument("--no-grid", action="store_true", help="the main table only")
     parser.add_argument("--ceiling", type=int, default=0, help="also the oracle ceiling on N more seeds")
     parser.add_argument("--ceiling-only", action="store_true", help="only the ceiling (no shelves are built)")
+    parser.add_argument("--shopper-model", choices=("category", "taste"), default="category")
+    parser.add_argument("--background", type=int, default=0, help="background shoppers (written, never evaluated)")
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_demo.settings")
@@ -112,23 +162,36 @@ def main() -> None:
     from imgrec_app.services.evaluation import EvaluationOptions, _identity, evaluate_for_you, load_catalogue
 
     catalogue = load_catalogue()
+    colours: dict[str, str] = {}
+    if args.shopper_model == "taste":
+        from imgrec_app.services.evaluation_taste import product_colours
+
+        colours = product_colours(catalogue)
+        print("colour families of the photos:", dict(Counter(colours.values()).most_common()))
+    kw = {"model": args.shopper_model, "background": args.background, "colours": colours}
     if args.ceiling_only:
-        c = ceiling(catalogue, seeds=args.ceiling or 20, shoppers=args.shoppers, events=10, k=args.k)
+        c = ceiling(catalogue, seeds=args.ceiling or 20, shoppers=args.shoppers, events=10, k=args.k, **kw)
         print(json.dumps(c))
         return
     options = EvaluationOptions(
-        k=args.k, seed=args.seed, simulated_shoppers=args.shoppers, foryou_grid=not args.no_grid
+        k=args.k,
+        seed=args.seed,
+        simulated_shoppers=args.shoppers,
+        foryou_grid=not args.no_grid,
+        shopper_model=args.shopper_model,
+        background_shoppers=args.background,
     )
     started = time.perf_counter()
     result = evaluate_for_you(catalogue, options, random.Random(args.seed + 2), _identity)
     result["seconds"] = time.perf_counter() - started
     if args.ceiling:
-        result["ceiling"] = ceiling(catalogue, seeds=args.ceiling, shoppers=args.shoppers, events=10, k=args.k)
+        result["ceiling"] = ceiling(catalogue, seeds=args.ceiling, shoppers=args.shoppers, events=10, k=args.k, **kw)
     if args.out:
         args.out.write_text(json.dumps(result, indent=1, default=str))
     print(
         f"{len(catalogue.recommendable)} recommendable products, {len(catalogue.category_names)} categories; "
-        f"{result.get('shoppers')} shoppers (simulated: {result.get('simulated')}), seed {args.seed}, "
+        f"{result.get('shoppers')} shoppers (simulated: {result.get('simulated')}, model "
+        f"{result.get('shopper_model')}, background {result.get('background_shoppers')}), seed {args.seed}, "
         f"{result.get('coview_pairs')} co-view pairs, {result['seconds']:.0f} s"
     )
     print(f"FORYOU_WEIGHTS {result['weights']}")

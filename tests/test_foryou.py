@@ -143,6 +143,56 @@ def test_category_source_brings_popular_products_of_the_visitors_category(catalo
     assert str(star.pk) not in {i.product_id for i in without}
 
 
+def test_popularity_of_every_category_in_one_statement_matches_the_per_category_queries(catalogue):  # noqa: F811
+    """The category source's one grouped statement gives what ``trending_scores`` (top products)
+    and ``trending_mass`` (the category's total) gave per category: the same products, order,
+    scores and totals, with what the visitor has seen left out and ties broken by id."""
+    import random
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from imgrec_app.hosts import recommendable_products
+    from imgrec_app.models import Interaction
+    from imgrec_app.services.foryou_sources import _popular_in
+
+    products, _ = catalogue
+    rng = random.Random(3)
+    for _ in range(40):  # forty visitors, long-tailed, some views days old (the decay counts)
+        req = _request()
+        for p in rng.choices(products, weights=[1 / (1 + i) for i in range(len(products))], k=6):
+            history.record(req, p)
+    for n, event in enumerate(Interaction.objects.order_by("pk")):
+        Interaction.objects.filter(pk=event.pk).update(created_at=timezone.now() - timedelta(hours=7 * (n % 9)))
+    fruit = [p for p in products if p.category.slug == "fruit"]
+    tie = fruit[-2:]  # two products with exactly equal popularity: one view each, at the same time
+    Interaction.objects.filter(object_id__in=[str(p.pk) for p in tie]).delete()
+    for p in tie:
+        history.record(_request(), p)
+    Interaction.objects.filter(object_id__in=[str(p.pk) for p in tie]).update(created_at=timezone.now())
+    restrict = recommendable_products()
+    cats = sorted({str(p.category_id) for p in products})
+    exclude = {str(p.pk) for p in products[:7]}
+    in_fruit = restrict.filter(category_id=tie[0].category_id)
+    everything = recommend.trending_scores(restrict_to=in_fruit, limit=99, exclude=exclude)
+    at_tie = min(n for n, (obj, _) in enumerate(everything) if obj in {str(p.pk) for p in tie}) + 1
+    for limit in (3, at_tie, 20):  # at_tie: the cut falls between the two tied products
+        got, mass = _popular_in([(c, 1 / 3) for c in cats], restrict=restrict, exclude=exclude, limit=limit)
+        expected: dict[str, float] = {}
+        for c in cats:
+            in_cat = restrict.filter(category_id=c)
+            expected.update(recommend.trending_scores(restrict_to=in_cat, limit=limit, exclude=exclude))
+            # rel 1e-6: the decay is read at each statement's own time (Now() is STATEMENT_TIMESTAMP)
+            assert mass[c] == pytest.approx(recommend.trending_mass(restrict_to=in_cat, exclude=exclude), rel=1e-6)
+        assert got.keys() == expected.keys() and not got.keys() & exclude, limit
+        assert got == pytest.approx(expected, rel=1e-6)
+    assert len(set(got) & {str(p.pk) for p in tie}) == 2
+    # one statement for the three categories (it was two per category)
+    with CaptureQueriesContext(connection) as q:
+        _popular_in([(c, 1 / 3) for c in cats], restrict=restrict, exclude=exclude, limit=5)
+    assert len(q) == 1
+
+
 def test_small_shop_one_view_does_not_make_a_bestseller(catalogue, make_product):  # noqa: F811
     """A new shop: one other visitor viewed one toy, once.  That view must not put a toy that looks
     like nothing the visitor viewed at the head of their shelf (it did, at full weight, before the
@@ -313,8 +363,9 @@ def test_for_you_queries_one_vector_fetch_and_one_knn_per_interest(catalogue, se
         assert sum("vector_send" in s for s in sqls) == 2  # the history's vectors, the candidates'
     assert counts[0] == counts[1]
     # history, serving model, the history's vectors and products, 3 k-NN (one round trip each),
-    # co-views, popularity and its total per category (3 × 2), the candidates' products and vectors
-    assert counts[0] <= 16, counts
+    # co-views, popularity with its total for every category (one grouped statement, it was 3 × 2),
+    # the candidates' products and vectors
+    assert counts[0] <= 11, counts
 
 
 # --- the real demo catalogue, real worker -------------------------------------------------------------------

@@ -137,12 +137,11 @@ def test_for_you_shelf_queries_do_not_grow_with_history(catalogue):  # noqa: F81
     assert counts[0] == counts[1]  # bounded by MAX_INTERESTS, not by the history's length
     # for-you (services/foryou.py): history, serving model, one vector fetch for the history and one
     # for the candidates, their products, one k-NN round trip per interest (3, one modality here),
-    # co-views, popularity per visitor category (3 categories x (top products + the category's
-    # popularity mass, foryou_sources.category_probabilities) = 6) = 16; the shelf's images: 1;
-    # the visitor's shelf controls (pause, not interested): 1; the shelf's impression
-    # (services/tracking.py): 1.  Grouping the per-category popularity into one statement would
-    # take this to 14 (docs/BENCHMARKS.md, section 3).
-    assert counts[0] <= 19
+    # co-views, popularity with its total for every visitor category (one grouped statement,
+    # foryou_sources._popular_in; it was 2 per category = 6) = 11; the shelf's images: 1; the
+    # visitor's shelf controls (pause, not interested): 1; the shelf's impression
+    # (services/tracking.py): 1 (docs/BENCHMARKS.md, section 3).
+    assert counts[0] <= 14, counts
 
 
 def test_tags_fail_soft_when_vector_queries_fail(catalogue, monkeypatch, caplog):  # noqa: F811

@@ -35,6 +35,7 @@ from imgrec_app.services.evaluation_common import (
     MIN_REAL_EVENTS,
     MIN_REAL_VISITORS,
     PREFERRED_SHARE,
+    SHOPPER_MODELS,
     Baselines,
     Catalogue,
     EvaluationError,
@@ -54,10 +55,12 @@ from imgrec_app.services.evaluation_foryou import (
     foryou_weights,
     hold_out_real,
     real_history_owners,
+    record_background,
     record_simulated,
     score_for_you,
     shopper_request,
     simulate_shoppers,
+    simulated_sessions,
 )
 from imgrec_app.services.evaluation_report import (
     format_table,
@@ -162,6 +165,7 @@ __all__ = [
     "MIN_REAL_VISITORS",
     "PREFERRED_SHARE",
     "Progress",
+    "SHOPPER_MODELS",
     "Shopper",
     "SimilarRunner",
     "_identity",
@@ -182,6 +186,7 @@ __all__ = [
     "precision_curve",
     "precision_scores",
     "real_history_owners",
+    "record_background",
     "record_simulated",
     "render_report",
     "rolled_back",
@@ -189,5 +194,6 @@ __all__ = [
     "shopper_request",
     "similar_weights",
     "simulate_shoppers",
+    "simulated_sessions",
     "summary_rows",
 ]

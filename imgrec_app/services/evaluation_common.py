@@ -42,6 +42,7 @@ MIN_REAL_EVENTS = 3
 # Simulated shoppers: share of views in their preferred categories (the rest explores).
 PREFERRED_SHARE = 0.85
 HELD_OUT_SHARE = 0.2
+SHOPPER_MODELS = ("category", "taste")
 
 METHOD_LABELS = {
     "configured": "imgrec, your SIMILAR_WEIGHTS",
@@ -71,6 +72,10 @@ class EvaluationOptions:
         folds: k of the classifier's cross-validation.
         grid: also measure precision@k over a grid of ``SIMILAR_WEIGHTS``.
         foryou_grid: also measure for-you hit rate@k over a grid of ``FORYOU_WEIGHTS``.
+        shopper_model: the simulated shoppers: ``"category"`` (category + popularity, the default)
+            or ``"taste"`` (also a colour and a latent style, :mod:`~imgrec_app.services.evaluation_taste`).
+        background_shoppers: more simulated shoppers of the same model whose whole browsing is
+            written first and never evaluated (the shop's other traffic: popularity, co-views).
     """
 
     k: int = 10
@@ -82,6 +87,8 @@ class EvaluationOptions:
     grid: bool = False
     foryou_grid: bool = False
     tuning: bool = True
+    shopper_model: str = "category"
+    background_shoppers: int = 0
 
 
 def _identity(items: Iterable[T], desc: str, total: int) -> Iterable[T]:

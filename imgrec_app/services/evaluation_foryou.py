@@ -33,6 +33,7 @@ from imgrec_app.services.evaluation_common import (
     MIN_REAL_EVENTS,
     MIN_REAL_VISITORS,
     PREFERRED_SHARE,
+    SHOPPER_MODELS,
     Baselines,
     Catalogue,
     EvaluationOptions,
@@ -148,6 +149,31 @@ def simulate_shoppers(
     return sessions
 
 
+def simulated_sessions(
+    catalogue: Catalogue, options: EvaluationOptions, rng: random.Random
+) -> list[tuple[list[str | None], list[str]]]:
+    """``options.simulated_shoppers`` + ``options.background_shoppers`` sessions of the chosen
+    shopper model (the evaluated ones first: the same shoppers whatever the background)."""
+    count = options.simulated_shoppers + max(0, options.background_shoppers)
+    if options.shopper_model == "taste":
+        from imgrec_app.services.evaluation_taste import simulate_taste_shoppers
+
+        _, taste = simulate_taste_shoppers(catalogue, count=count, events=options.events_per_shopper, rng=rng)
+        sessions: list[tuple[list[str | None], list[str]]] = [([*s.preferred], browsed) for s, browsed in taste]
+        return sessions
+    if options.shopper_model != "category":
+        raise ValueError(f"Unknown shopper model {options.shopper_model!r} (one of {', '.join(SHOPPER_MODELS)}).")
+    return simulate_shoppers(catalogue, count=count, events=options.events_per_shopper, rng=rng)
+
+
+def record_background(sessions: list[tuple[list[str | None], list[str]]]) -> None:
+    """Write other shoppers' whole browsing (never evaluated): the shop's other traffic."""
+    for _, browsed in sessions:
+        request = shopper_request()
+        for item in browsed:
+            history.record(request, item)
+
+
 def record_simulated(sessions: list[tuple[list[str | None], list[str]]]) -> list[Shopper]:
     """Write the sessions' browsing (all but the held-out tail) through the history service."""
     shoppers = []
@@ -225,9 +251,12 @@ def evaluate_for_you(
                     f"(need {MIN_REAL_VISITORS}) and simulation is off."
                 )
                 return out
-            sessions = simulate_shoppers(
-                catalogue, count=options.simulated_shoppers, events=options.events_per_shopper, rng=rng
-            )
+            sessions = simulated_sessions(catalogue, options, rng)
+            background = sessions[options.simulated_shoppers :]
+            sessions = sessions[: options.simulated_shoppers]
+            record_background(background)
+            out["shopper_model"] = options.shopper_model
+            out["background_shoppers"] = len(background)
             shoppers = record_simulated(sessions)
             out["simulated"] = True
             out["events_per_shopper"] = options.events_per_shopper

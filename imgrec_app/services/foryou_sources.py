@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from django.db.models import CharField, Exists, OuterRef, Q, QuerySet
-from django.db.models.functions import Cast
+from django.db.models import CharField, F, FloatField, OuterRef, QuerySet, Subquery, Sum, Window
+from django.db.models.functions import Cast, Coalesce, RowNumber
 
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import category_field_lookup, pk_strings, product_content_type
 from imgrec_app.models import CategoryPrediction, CoView
 from imgrec_app.services import search
 from imgrec_app.services.foryou_profile import Profile, categories_of
-from imgrec_app.services.recommend import trending_mass, trending_scores
+from imgrec_app.services.recommend import recent_interactions, trending_scores
 
 SOURCES = ("interest", "coview", "category")
 
@@ -166,25 +166,56 @@ def _popular_in(
     categories: list[tuple[str, float]], *, restrict: QuerySet, exclude: set[str], limit: int
 ) -> tuple[dict[str, float], dict[str, float]]:
     """The trending products of each of the visitor's categories, and each category's total
-    popularity over the products the visitor has not seen (two queries per category).
+    popularity over the products the visitor has not seen: **one statement** for every category.
+
+    A product's category is the shop's field, else the classifier's prediction (as
+    :func:`~imgrec_app.services.foryou_profile.categories_of` reads it); its popularity is
+    :func:`~imgrec_app.services.recommend.trending_scores`' time-decayed sum; per category, a window
+    function numbers the products by popularity (ties by id, as ``trending_scores`` orders them)
+    and sums the category's popularity before the top ``limit`` are kept.  The same result as
+    ``trending_scores`` + ``trending_mass`` per category (tests/test_foryou.py compares them).
 
     Returns:
         ``({candidate: trending score}, {category: total})``; no totals for a callable category.
     """
     lookup = category_field_lookup()
+    if lookup is None:  # a callable category: the trending products of the shop, sorted out in score()
+        return dict(trending_scores(restrict_to=restrict, limit=limit * len(categories), exclude=exclude)), {}
+    if not categories:
+        return {}, {}
+    ct = product_content_type()
+    predicted = CategoryPrediction.objects.filter(content_type=ct, object_id=Cast(OuterRef("pk"), CharField())).values(
+        "category"
+    )[:1]
+    recent, decay = recent_interactions(restrict_to=None, exclude=())
+    score_of = (
+        recent.filter(object_id=OuterRef("_imgrec_key")).values("object_id").annotate(score=Sum(decay)).values("score")
+    )
+    by_category = Window(
+        RowNumber(), partition_by=F("_imgrec_cat"), order_by=[F("_imgrec_score").desc(), F("_imgrec_key").asc()]
+    )
+    rows = (
+        restrict.order_by()
+        .annotate(
+            _imgrec_key=Cast("pk", CharField()),
+            _imgrec_cat=Coalesce(Cast(lookup, CharField()), Subquery(predicted)),
+        )
+        .filter(_imgrec_cat__in=[c for c, _ in categories])
+        .exclude(_imgrec_key__in=sorted(exclude))
+        .annotate(_imgrec_score=Subquery(score_of, output_field=FloatField()))
+        .filter(_imgrec_score__isnull=False)
+        .annotate(
+            _imgrec_rank=by_category,
+            _imgrec_mass=Window(Sum("_imgrec_score"), partition_by=F("_imgrec_cat")),
+        )
+        .filter(_imgrec_rank__lte=limit)
+        .values_list("_imgrec_key", "_imgrec_cat", "_imgrec_score", "_imgrec_mass")
+    )
     out: dict[str, float] = {}
     mass: dict[str, float] = {}
-    for cat, _ in categories:
-        if lookup is not None:
-            predicted = CategoryPrediction.objects.filter(
-                content_type=product_content_type(), category=cat, object_id=Cast(OuterRef("pk"), CharField())
-            )
-            in_cat = restrict.filter(Q(**{lookup: cat}) | Q(Exists(predicted), **{f"{lookup}__isnull": True}))
-        else:  # a callable category: the trending products of the shop, sorted out in score()
-            out.update(trending_scores(restrict_to=restrict, limit=limit * len(categories), exclude=exclude))
-            return out, mass
-        out.update(trending_scores(restrict_to=in_cat, limit=limit, exclude=exclude))
-        mass[cat] = trending_mass(restrict_to=in_cat, exclude=exclude)
+    for key, cat, pop, total in rows:
+        out[key] = float(pop)
+        mass[cat] = float(total)
     return out, mass
 
 
@@ -194,7 +225,7 @@ def retrieve(
     """Candidates of every source whose weight is not zero (``exclude`` applied inside the queries).
 
     Interests: one k-NN per interest and modality (``limit`` + a share of slots each); viewed
-    together: one query; popularity: two queries per visitor category (at most ``MAX_INTERESTS``).
+    together: one query; popularity: one query for every visitor category (at most ``MAX_INTERESTS``).
     """
     interests = find_interests(profile)
     by_source: dict[str, set[str]] = {s: set() for s in SOURCES}

@@ -125,7 +125,7 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b))
 
 
-def _recent_interactions(*, restrict_to: QuerySet | None, exclude: Iterable[str]) -> tuple[QuerySet, Func]:
+def recent_interactions(*, restrict_to: QuerySet | None, exclude: Iterable[str]) -> tuple[QuerySet, Func]:
     """Interactions of the last ``TRENDING_DAYS`` (within ``restrict_to``, without ``exclude``) and
     each one's weight in popularity: 0.5^(age / half-life)."""
     days = imgrec_settings.TRENDING_DAYS
@@ -146,7 +146,7 @@ def trending_scores(
     *, restrict_to: QuerySet | None = None, limit: int = 20, exclude: Iterable[str] = ()
 ) -> list[tuple[str, float]]:
     """Time-decayed popularity: sum over recent interactions of kind weight × 0.5^(age/half-life)."""
-    qs, decay = _recent_interactions(restrict_to=restrict_to, exclude=exclude)
+    qs, decay = recent_interactions(restrict_to=restrict_to, exclude=exclude)
     rows = (
         qs.values("object_id")
         .annotate(score=Sum(decay))
@@ -158,7 +158,7 @@ def trending_scores(
 
 def trending_mass(*, restrict_to: QuerySet | None = None, exclude: Iterable[str] = ()) -> float:
     """The sum of :func:`trending_scores` over every product of ``restrict_to`` (one aggregate)."""
-    qs, decay = _recent_interactions(restrict_to=restrict_to, exclude=exclude)
+    qs, decay = recent_interactions(restrict_to=restrict_to, exclude=exclude)
     return float(qs.aggregate(total=Sum(decay))["total"] or 0.0)
 
 

@@ -58,6 +58,21 @@ class Command(BaseCommand):
             help="Products each simulated shopper browses; the last 20 %% are held out (default: %(default)s).",
         )
         parser.add_argument(
+            "--shopper-model",
+            choices=evaluation.SHOPPER_MODELS,
+            default=defaults.shopper_model,
+            help="Simulated shoppers: 'category' (a category, then popularity) or 'taste' (also a "
+            "colour read from the photos' pixels and a latent style only behaviour shows; "
+            "docs/EVALUATION.md) (default: %(default)s).",
+        )
+        parser.add_argument(
+            "--background-shoppers",
+            type=int,
+            default=defaults.background_shoppers,
+            help="More simulated shoppers whose whole browsing is written first and never evaluated "
+            "(the shop's other traffic) (default: %(default)s).",
+        )
+        parser.add_argument(
             "--folds",
             type=int,
             default=defaults.folds,
@@ -104,6 +119,8 @@ class Command(BaseCommand):
             grid=options["grid"],
             foryou_grid=options["foryou_grid"],
             tuning=not options["no_tuning"],
+            shopper_model=options["shopper_model"],
+            background_shoppers=max(0, options["background_shoppers"]),
         )
         quiet = options["verbosity"] == 0 or options["json"]
 
