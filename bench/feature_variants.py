@@ -45,10 +45,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "lite0-prod-gem": ("efficientnet_lite0", {"preprocess": "product", "pooling": "gem"}),
     "lite0-prod-flip": ("efficientnet_lite0", {"preprocess": "product", "pooling": "avg+flip"}),
     "lite0-prod-gem-flip": ("efficientnet_lite0", {"preprocess": "product", "pooling": "gem+flip"}),
+    "lite0-prod-gem-multi": ("efficientnet_lite0", {"preprocess": "product", "pooling": "gem+multi"}),
     "lite1-p1": ("efficientnet_lite1", {"preprocess": "crop", "pooling": "avg"}),
     "lite1-prod-gem": ("efficientnet_lite1", {"preprocess": "product", "pooling": "gem"}),
+    "lite1-prod-gem-multi": ("efficientnet_lite1", {"preprocess": "product", "pooling": "gem+multi"}),
     "lite2-p1": ("efficientnet_lite2", {"preprocess": "crop", "pooling": "avg"}),
     "lite2-prod-gem": ("efficientnet_lite2", {"preprocess": "product", "pooling": "gem"}),
+    "lite2-prod-gem-multi": ("efficientnet_lite2", {"preprocess": "product", "pooling": "gem+multi"}),
 }
 
 
