@@ -100,7 +100,7 @@ def vectors_for(name: str, catalogue: str, paths: list[Path], decoded: dict) -> 
         decoded[key] = decode(paths, spec.resize_size)
     started = time.perf_counter()
     encoder = make_encoder(name)
-    if spec.flip or not hasattr(encoder.model, "net"):
+    if spec.flip or spec.multi or not hasattr(encoder.model, "net"):
         vectors = embed(encoder, decoded[key])
     else:
         # avg and GeM from one forward pass (CPU time is scarce); both cached under their own id.
