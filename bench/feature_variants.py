@@ -45,10 +45,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "lite0-prod-gem": ("efficientnet_lite0", {"preprocess": "product", "pooling": "gem"}),
     "lite0-prod-flip": ("efficientnet_lite0", {"preprocess": "product", "pooling": "avg+flip"}),
     "lite0-prod-gem-flip": ("efficientnet_lite0", {"preprocess": "product", "pooling": "gem+flip"}),
+    "lite0-prod-gem-multi": ("efficientnet_lite0", {"preprocess": "product", "pooling": "gem+multi"}),
     "lite1-p1": ("efficientnet_lite1", {"preprocess": "crop", "pooling": "avg"}),
     "lite1-prod-gem": ("efficientnet_lite1", {"preprocess": "product", "pooling": "gem"}),
+    "lite1-prod-gem-multi": ("efficientnet_lite1", {"preprocess": "product", "pooling": "gem+multi"}),
     "lite2-p1": ("efficientnet_lite2", {"preprocess": "crop", "pooling": "avg"}),
     "lite2-prod-gem": ("efficientnet_lite2", {"preprocess": "product", "pooling": "gem"}),
+    "lite2-prod-gem-multi": ("efficientnet_lite2", {"preprocess": "product", "pooling": "gem+multi"}),
 }
 
 
@@ -97,7 +100,7 @@ def vectors_for(name: str, catalogue: str, paths: list[Path], decoded: dict) -> 
         decoded[key] = decode(paths, spec.resize_size)
     started = time.perf_counter()
     encoder = make_encoder(name)
-    if spec.flip or not hasattr(encoder.model, "net"):
+    if spec.flip or spec.multi or not hasattr(encoder.model, "net"):
         vectors = embed(encoder, decoded[key])
     else:
         # avg and GeM from one forward pass (CPU time is scarce); both cached under their own id.

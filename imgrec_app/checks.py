@@ -127,7 +127,8 @@ def _check_backbone() -> list[CheckMessage]:
         return [
             Error(
                 f"{SETTING_NAME}['BACKBONE_OPTIONS'] is invalid: {exc}",
-                hint="'preprocess' is one of 'crop', 'pad', 'product'; 'pooling' e.g. 'avg', 'gem', 'gem+flip'.",
+                hint="'preprocess' is one of 'crop', 'pad', 'product'; "
+                "'pooling' e.g. 'avg', 'gem', 'gem+flip', 'gem+multi'.",
                 id="imgrec_app.E003",
             )
         ]

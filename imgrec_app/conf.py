@@ -47,7 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "BACKBONE": "efficientnet_lite0",
     # Keyword options passed to the backbone factory, e.g. ``{"weights_path": "/models/r50.pth"}``,
     # plus the recipe keys "preprocess" ("crop" | "pad" | "product") and "pooling" ("avg" | "gem",
-    # optionally "+flip"); the recipe is part of the model id.  Default ``{}``: the centre-crop
+    # optionally "+flip" and/or "+multi": multi-layer features, 1664 dims on Lite0); the recipe is
+    # part of the model id.  Default ``{}``: the centre-crop
     # recipe (model id ``...:p1``).  ``{"preprocess": "product", "pooling": "gem"}`` measured better
     # on both evaluation catalogues (docs/EVALUATION.md) but worse on the real-photo end-to-end
     # check (17 of 20 photos nearer their own kind, against 18+), so it is opt-in until that is

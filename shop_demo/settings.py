@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
 
 from imgrec_app.contrib.embedded_db import database_config
 
@@ -144,6 +147,15 @@ IMGREC: dict[str, Any] = {
         },
     },
 }
+
+# The demo's backbone recipe from the environment (JSON), e.g. to measure another model id:
+# IMGREC_BACKBONE_OPTIONS='{"preprocess": "product", "pooling": "gem+multi"}' (imgrec's system check
+# E003 refuses unknown values).
+if os.environ.get("IMGREC_BACKBONE_OPTIONS"):
+    try:
+        IMGREC["BACKBONE_OPTIONS"] = json.loads(os.environ["IMGREC_BACKBONE_OPTIONS"])
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"IMGREC_BACKBONE_OPTIONS is not valid JSON: {exc}") from exc
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

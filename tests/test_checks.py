@@ -98,6 +98,12 @@ def test_e003_backbone_recipe_options_must_be_known(options: dict, word: str) ->
     message = only(run(BACKBONE_OPTIONS=options), "imgrec_app.E003")
     assert word in message.msg
     assert run(BACKBONE_OPTIONS={"preprocess": "product", "pooling": "gem+flip"}) == []
+    assert run(BACKBONE_OPTIONS={"preprocess": "product", "pooling": "gem+multi"}) == []
+
+
+def test_e003_multi_layer_pooling_needs_a_backbone_that_has_it() -> None:
+    message = only(run(BACKBONE="resnet18", BACKBONE_OPTIONS={"pooling": "avg+multi"}), "imgrec_app.E003")
+    assert "no multi-layer features" in message.msg
 
 
 def test_e004_weights_file_must_exist(tmp_path: Path) -> None:

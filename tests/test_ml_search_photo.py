@@ -33,12 +33,15 @@ def studio_photo(colour: tuple[int, int, int], size: tuple[int, int] = (1400, 10
     return encode(img, "JPEG", quality=90)
 
 
-def test_a_catalogue_photo_searched_again_finds_itself_with_the_same_vector(settings, make_product, tmp_path) -> None:
+@pytest.mark.parametrize("pooling", ["gem", "gem+multi"])
+def test_a_catalogue_photo_searched_again_finds_itself_with_the_same_vector(
+    settings, make_product, tmp_path, pooling: str
+) -> None:
     settings.MEDIA_ROOT = str(tmp_path)
     settings.IMGREC = {
         **settings.IMGREC,
         "BACKBONE": "efficientnet_lite1",
-        "BACKBONE_OPTIONS": {"preprocess": "product", "pooling": "gem"},
+        "BACKBONE_OPTIONS": {"preprocess": "product", "pooling": pooling},
     }
     photos = {c: studio_photo(c) for c in [(200, 30, 30), (30, 160, 40), (40, 60, 200)]}
     products = {c: make_product(f"p{i}", photo=upload(f"p{i}.jpg", data)) for i, (c, data) in enumerate(photos.items())}
@@ -48,3 +51,8 @@ def test_a_catalogue_photo_searched_again_finds_itself_with_the_same_vector(sett
     assert results[0].product_id == str(products[query].pk)
     # Same decode, same framing, same pooling: the very vector the worker stored.
     assert results[0].score > 0.99999
+    from imgrec_app.models import ImageEmbedding
+
+    stored = ImageEmbedding.objects.values_list("model_id", "vector")[0]
+    assert stored[0].endswith(":prod1-" + pooling.replace("+", "-"))
+    assert len(stored[1]) == {"gem": 1280, "gem+multi": 1664}[pooling]

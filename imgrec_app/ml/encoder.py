@@ -76,6 +76,8 @@ class Encoder:
         factory_options = {k: v for k, v in self.options.items() if k != "weights_version" and k not in RECIPE_OPTIONS}
         if spec.pooling_base != "avg":
             factory_options["pooling"] = spec.pooling_base
+        if spec.multi:
+            factory_options["multi"] = True
         model = spec.factory(**factory_options)
         model.eval()
         self.amp_dtype = None

@@ -20,9 +20,15 @@ PREPROCESS_VERSION = "p1"
 # (``imgrec_app.ml.framing``).  Changing what a recipe does means giving it a new tag.
 PREPROCESS_RECIPES: dict[str, str] = {"crop": PREPROCESS_VERSION, "pad": "pad1", "product": "prod1"}
 # Pooling of the last feature map: "avg" (global average), "gem" (generalised mean, p = 3), each
-# optionally "+flip" (the mean of the features of the image and its mirror image).
+# optionally "+flip" (the mean of the features of the image and its mirror image) and "+multi"
+# (multi-layer features: the pooled vector, unit length, followed by the average-pooled inputs of
+# two late blocks, each unit length times ``MULTI_LAYER_WEIGHT``; ``BackboneSpec.multi_dims``
+# more dimensions, for backbones that declare them).
 POOLINGS = ("avg", "gem")
-POOLING_EXTRAS = ("flip",)
+POOLING_EXTRAS = ("flip", "multi")
+# Weight of each intermediate block's part in "+multi" vectors (chosen on the demo catalogue among
+# 0, 0.3, 0.5, 1: docs/EVALUATION.md).  Changing it means a new pooling tag.
+MULTI_LAYER_WEIGHT = 0.5
 # Numeric precision of the forward pass ("bf16": autocast to bfloat16, its own model id tag) and who
 # decodes JPEGs ("torchvision": batched ``torchvision.io.decode_jpeg`` on the model's device and a
 # torch resize there, its own tag; other formats are decoded by Pillow and resized the same way).
@@ -67,6 +73,8 @@ class BackboneSpec:
     # A PRECISIONS key and a DECODERS key (see above).
     precision: str = "fp32"
     decoder: str = "pillow"
+    # Extra dimensions of "+multi" pooling (0: the backbone has no multi-layer features).
+    multi_dims: int = 0
 
     def model_id(self, weights_version: str | None = None) -> str:
         """Identity of the vectors this backbone makes: name, weights and preprocessing/pooling."""
@@ -89,6 +97,10 @@ class BackboneSpec:
     @property
     def flip(self) -> bool:
         return "flip" in self.pooling.split("+")[1:]
+
+    @property
+    def multi(self) -> bool:
+        return "multi" in self.pooling.split("+")[1:]
 
     def with_options(self, options: dict[str, Any] | None) -> BackboneSpec:
         """This spec with ``preprocess``/``pooling`` taken from BACKBONE_OPTIONS where given.
@@ -115,7 +127,12 @@ class BackboneSpec:
                 f"The {decoder} decoder implements the 'crop' recipe only, not {preprocess!r}; "
                 "use DECODER 'pillow' with it."
             )
-        changed = dict(preprocess=preprocess, pooling=pooling, precision=precision, decoder=decoder)
+        multi = "multi" in pooling.split("+")[1:]
+        if multi and not self.multi_dims:
+            raise ValueError(f"Backbone {self.name} has no multi-layer features; drop '+multi' from pooling.")
+        base_dim = self.dim - (self.multi_dims if self.multi else 0)
+        dim = base_dim + (self.multi_dims if multi else 0)
+        changed = dict(preprocess=preprocess, pooling=pooling, precision=precision, decoder=decoder, dim=dim)
         if all(getattr(self, k) == v for k, v in changed.items()):
             return self
         return replace(self, **changed)
@@ -128,7 +145,8 @@ def normalise_pooling(value: Any, *, allowed: tuple[str, ...] = POOLINGS, backbo
     extras = sorted({p for p in parts if p not in POOLINGS})
     if len(bases) != 1 or any(p not in POOLING_EXTRAS for p in extras):
         raise ValueError(
-            f"Unknown pooling {value!r}; use one of {', '.join(POOLINGS)}, optionally with '+flip' (e.g. 'gem+flip')."
+            f"Unknown pooling {value!r}; use one of {', '.join(POOLINGS)}, optionally with '+flip' and/or "
+            "'+multi' (e.g. 'gem+flip', 'gem+multi')."
         )
     if bases[0] not in allowed:
         raise ValueError(f"Backbone {backbone} supports pooling {', '.join(allowed)}, not {bases[0]!r}.")

@@ -1,7 +1,8 @@
 """The shop's own categories: a linear classifier trained on product vectors.
 
 Products that already have a category teach a multinomial logistic regression over the serving
-model's product vectors (image, concatenated with text when text vectors exist).  Its k-fold
+model's product vectors (image, concatenated with text when text vectors exist; the base model's
+image vectors while a tuned head serves, see :func:`_learning_model_id`).  Its k-fold
 cross-validated accuracy is stored next to a majority-class baseline; every product with a vector
 then gets a predicted category with a confidence, and the admin lists disagreements.
 """
@@ -82,6 +83,23 @@ def _product_vectors(model_id: str) -> tuple[list[str], np.ndarray]:
     return ids, np.asarray([np.asarray(r[1], dtype=np.float32) for r in rows])
 
 
+def _learning_model_id(serving_id: str) -> str:
+    """The image vectors the classifier learns from: the base model's while a tuned head serves.
+
+    A head (``imgrec_tune``) was trained on these products' categories: a classifier on its
+    vectors reads back what the head memorised (cross-validated ~100 %, in-sample) and does worse
+    on products the head has not seen than on the base vectors (demo, held-out by product, with
+    texts: 73.5 % against 95.2 %; docs/EVALUATION.md).  Falls back to the serving vectors when the
+    base ones are gone.
+    """
+    from imgrec_app.models import TuningRun
+
+    base = TuningRun.objects.filter(model_id=serving_id).values_list("base_model_id", flat=True).first()
+    if base and ProductVector.objects.filter(content_type=product_content_type(), model_id=base).exists():
+        return str(base)
+    return serving_id
+
+
 def _text_features() -> tuple[str, int] | None:
     """``(model_id, dim)`` of the text vectors to append, when text vectors are on and exist."""
     tmodel = text_model()
@@ -125,7 +143,8 @@ def train(*, folds: int = 5, min_per_class: int = 2, C: float = 2.0) -> Training
     serving = serving_model()
     if serving is None:
         raise NotEnoughData("No product vectors yet: index images first.")
-    ids, X = _product_vectors(serving.model_id)
+    model_id = _learning_model_id(serving.model_id)
+    ids, X = _product_vectors(model_id)
     text = _text_features()
     if text is not None and ids:
         X = _with_text(ids, X, *text)
@@ -157,7 +176,7 @@ def train(*, folds: int = 5, min_per_class: int = 2, C: float = 2.0) -> Training
     with transaction.atomic():
         CategoryClassifier.objects.filter(is_active=True).update(is_active=False)
         record = CategoryClassifier.objects.create(
-            model_id=serving.model_id,
+            model_id=model_id,
             text_model_id=text[0] if text else "",
             categories=classes,
             coef=np.round(coef, 6).tolist(),

@@ -217,7 +217,9 @@ def evaluate_classifier(catalogue: Catalogue, *, folds: int, progress: Progress)
     counts = Counter(catalogue.category[i] for i in ids)
     ids = [i for i in ids if counts[catalogue.category[i]] >= 2]
     y = np.array([catalogue.category[i] for i in ids])
-    image = search.vectors_of(ids, model_id=catalogue.image_model[0])
+    # The vectors the shop's classifier learns from: the base model's while a tuned head serves
+    # (the head saw these products' categories; on its vectors a probe would be in-sample).
+    image = search.vectors_of(ids, model_id=classifier._learning_model_id(catalogue.image_model[0]))
     X_image = np.stack([image[i] for i in ids])
     features = {"image_probe": ("Linear probe, image vectors only", X_image)}
     tmodel = text_model()
