@@ -48,7 +48,11 @@ def _answers(port: int) -> bool:
 
 
 @pytest.mark.timeout(300)
-def test_sigint_to_the_demos_process_group_stops_it_cleanly_and_stops_postgres() -> None:
+@pytest.mark.parametrize("inherited_sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["sigint-default", "sigint-ignored"])
+def test_sigint_to_the_demos_process_group_stops_it_cleanly_and_stops_postgres(inherited_sigint: signal.Handlers) -> None:
+    """``sigint-ignored``: how a non-interactive shell starts a background job (``make demo &``,
+    a CI script, a test run started with ``&``).  Python keeps an inherited SIG_IGN, so unless
+    the demo sets its own handler it (and its children) never stop on SIGINT."""
     redis_url = os.environ.get("IMGREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "IMGREC_EMBEDDED_KEEP")}
     env.update(
@@ -63,6 +67,7 @@ def test_sigint_to_the_demos_process_group_stops_it_cleanly_and_stops_postgres()
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group, like a terminal's foreground job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, inherited_sigint),
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(demo.stdout.readline, "")), daemon=True)
@@ -78,8 +83,16 @@ def test_sigint_to_the_demos_process_group_stops_it_cleanly_and_stops_postgres()
         code = demo.wait(timeout=90)
     finally:
         if demo.poll() is None:
+            # The demo's children run in sessions of their own: a kill of its group alone would
+            # leave them (and, through their handles, the embedded PostgreSQL) to the next run.
+            children = psutil.Process(demo.pid).children(recursive=True)
             os.killpg(demo.pid, signal.SIGKILL)
+            for child in children:
+                child.kill()
             demo.wait()
+            psutil.wait_procs(children, timeout=10)
+            for server in _postgres_of(VAR / "pgdata"):
+                server.terminate()
     reader.join(timeout=10)
     output = "".join(lines)
     assert code == 0, output

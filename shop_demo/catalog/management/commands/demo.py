@@ -44,8 +44,12 @@ class Command(BaseCommand):
             self.stdout.write("Empty shop: loading the demo catalogue...")
             call_command("seed_demo")
         password = self._demo_users()
-        # SIGTERM (docker stop, systemd) stops the demo like Ctrl-C does.
+        # SIGTERM (docker stop, systemd) stops the demo like Ctrl-C does.  SIGINT is set too: a
+        # process started in the background by a non-interactive shell (`make demo &`, a CI
+        # script) inherits SIGINT *ignored*, and Python keeps an inherited SIG_IGN, so the demo
+        # and its children (which inherit the disposition across exec) would never stop on it.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         children = self._start_children(options["addr"])
         try:
             if not options["no_index_wait"]:
