@@ -329,7 +329,7 @@ def test_the_classifier_learns_from_the_base_vectors_while_a_head_serves(make_pr
     assert predicted is not None and 0 < predicted[1] <= 1
 
 
-EVALUATE = "--output= --k=5 --no-tuning --folds=2 --simulated-shoppers=4 --events-per-shopper=3".split()
+EVALUATE = "--output= --k=5 --folds=2 --simulated-shoppers=4 --events-per-shopper=3".split()
 
 
 def _evaluate(*args):
@@ -355,7 +355,7 @@ def test_imgrec_evaluate_measures_similar_products_on_base_vectors_while_a_head_
     early, _ = _split(demo_vectors)
     products = _add_products(make_product, early, demo_vectors)
     base = ServingModel.objects.get(modality="image").model_id
-    before = json.loads(_evaluate("--json"))["similar"]
+    before = json.loads(_evaluate("--json", "--no-tuning"))["similar"]
     assert before["vectors"] == {**before["vectors"], "model_id": base, "tuned_head": False, "in_sample": False}
 
     run, output = _tune_sync()
@@ -363,7 +363,7 @@ def test_imgrec_evaluate_measures_similar_products_on_base_vectors_while_a_head_
     in_sample = _image_only_precision(products)  # the head's shelves on the products it learned
     assert in_sample > 0.95, in_sample
 
-    after = json.loads(_evaluate("--json"))["similar"]
+    after = json.loads(_evaluate("--json", "--no-tuning"))["similar"]
     assert after["vectors"]["model_id"] == base and after["vectors"]["serving_model_id"] == run.model_id
     assert after["vectors"]["tuned_head"] and not after["vectors"]["in_sample"]
     for method in ("image_only", "configured"):
@@ -372,6 +372,7 @@ def test_imgrec_evaluate_measures_similar_products_on_base_vectors_while_a_head_
     assert ServingModel.objects.get(modality="image").model_id == run.model_id  # nothing switched
     text = _evaluate()
     assert f"base vectors {base}; the serving head {run.model_id} is evaluated held-out below" in text
+    assert "rows above are measured on its base vectors (untuned)" in text
 
     # The override is this context's only: another thread and the code after the block see the serving head.
     seen = []
@@ -385,8 +386,9 @@ def test_imgrec_evaluate_measures_similar_products_on_base_vectors_while_a_head_
 
     # Base vectors gone: the rows are the head's, in-sample, and both outputs say so.
     ProductVector.objects.filter(model_id=base).delete()
-    gone = json.loads(_evaluate("--json"))["similar"]
+    gone = json.loads(_evaluate("--json", "--no-tuning"))["similar"]
     assert gone["vectors"]["in_sample"] and gone["vectors"]["model_id"] == run.model_id
     assert gone["vectors"]["note"].startswith("IN-SAMPLE")
     assert gone["methods"]["image_only"]["precision"] > 0.95
-    assert "IN-SAMPLE: the serving tuned head" in _evaluate()
+    text = _evaluate()
+    assert "IN-SAMPLE: the serving tuned head" in text
