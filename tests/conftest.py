@@ -240,6 +240,7 @@ _TORCH_TESTS = {
     "test_switch_and_rollback_keep_shelves_served",
     "test_bad_runs_refuse_and_change_nothing",
     "test_a_run_that_does_not_help_is_not_activated",
+    "test_imgrec_evaluate_measures_similar_products_on_base_vectors_while_a_head_serves",
 }
 
 

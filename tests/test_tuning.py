@@ -327,3 +327,68 @@ def test_the_classifier_learns_from_the_base_vectors_while_a_head_serves(make_pr
     newcomer = _add_products(make_product, late[:1], demo_vectors)[0]
     predicted = classifier.predict(newcomer)
     assert predicted is not None and 0 < predicted[1] <= 1
+
+
+EVALUATE = "--output= --k=5 --folds=2 --simulated-shoppers=4 --events-per-shopper=3".split()
+
+
+def _evaluate(*args):
+    out = io.StringIO()
+    call_command("imgrec_evaluate", *EVALUATE, *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_imgrec_evaluate_measures_similar_products_on_base_vectors_while_a_head_serves(
+    make_product, demo_vectors, settings
+):
+    """The head learned every product's category: its shelves measured on those same products
+    are in-sample (~1.0).  imgrec_evaluate's similar rows use the base vectors instead (the same
+    numbers as before tuning), leave what serves alone, and say so; without base vectors they
+    are flagged in-sample, in the text and in the JSON."""
+    import json
+    import threading
+
+    from imgrec_app.services.models import cached_serving_model, reading_model
+
+    settings.IMGREC = {**settings.IMGREC, "TEXT_MODEL": None, "NEAR_DUPLICATE_SIMILARITY": 1.01, "TUNING_FOLDS": 2}
+    early, _ = _split(demo_vectors)
+    products = _add_products(make_product, early, demo_vectors)
+    base = ServingModel.objects.get(modality="image").model_id
+    before = json.loads(_evaluate("--json", "--no-tuning"))["similar"]
+    assert before["vectors"] == {**before["vectors"], "model_id": base, "tuned_head": False, "in_sample": False}
+
+    run, output = _tune_sync()
+    assert run.is_active and ServingModel.objects.get(modality="image").model_id == run.model_id, output
+    in_sample = _image_only_precision(products)  # the head's shelves on the products it learned
+    assert in_sample > 0.95, in_sample
+
+    after = json.loads(_evaluate("--json", "--no-tuning"))["similar"]
+    assert after["vectors"]["model_id"] == base and after["vectors"]["serving_model_id"] == run.model_id
+    assert after["vectors"]["tuned_head"] and not after["vectors"]["in_sample"]
+    for method in ("image_only", "configured"):
+        assert after["methods"][method]["precision"] == pytest.approx(before["methods"][method]["precision"])
+    assert before["methods"]["image_only"]["precision"] < in_sample - 0.1, (before, in_sample)
+    assert ServingModel.objects.get(modality="image").model_id == run.model_id  # nothing switched
+    text = _evaluate()
+    assert f"base vectors {base}; the serving head {run.model_id} is evaluated held-out below" in text
+    assert "rows above are measured on its base vectors (untuned)" in text
+
+    # The override is this context's only: another thread and the code after the block see the serving head.
+    seen = []
+    with reading_model(base, 1280):
+        assert cached_serving_model() == (base, 1280)
+        thread = threading.Thread(target=lambda: seen.append(cached_serving_model()))
+        thread.start()
+        thread.join()
+    assert seen == [(run.model_id, run.dimensions)]
+    assert cached_serving_model() == (run.model_id, run.dimensions)
+
+    # Base vectors gone: the rows are the head's, in-sample, and both outputs say so.
+    ProductVector.objects.filter(model_id=base).delete()
+    gone = json.loads(_evaluate("--json", "--no-tuning"))["similar"]
+    assert gone["vectors"]["in_sample"] and gone["vectors"]["model_id"] == run.model_id
+    assert gone["vectors"]["note"].startswith("IN-SAMPLE")
+    assert gone["methods"]["image_only"]["precision"] > 0.95
+    text = _evaluate()
+    assert "IN-SAMPLE: the serving tuned head" in text

@@ -26,10 +26,12 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     """``(section, method, value)`` rows of the headline numbers, for the console and the report."""
     rows: list[tuple[str, str, str]] = []
     sim = result["similar"]
+    vectors = sim.get("vectors") or {}
+    section = f"Similar products: precision@{sim['k']} by category"
+    if vectors.get("tuned_head"):
+        section += f" ({vectors['note']})"
     for name, scores in sim["methods"].items():
-        rows.append(
-            (f"Similar products: precision@{sim['k']} by category", METHOD_LABELS[name], _pct(scores["precision"]))
-        )
+        rows.append((section, METHOD_LABELS[name], _pct(scores["precision"])))
     clf = result["classifier"]
     if clf.get("skipped"):
         rows.append(("Category classifier", "skipped", clf["skipped"]))

@@ -32,6 +32,7 @@ from imgrec_app.services.evaluation_common import (
     precision_curve,
     rolled_back,
 )
+from imgrec_app.services.models import reading_model
 from imgrec_app.services.text import text_model
 
 # --- similar products ------------------------------------------------------------------------------
@@ -57,8 +58,61 @@ def similar_weights(weights: dict[str, float]) -> Iterator[None]:
         yield
 
 
+def measured_vectors(serving: tuple[str, int]) -> dict[str, Any]:
+    """Which image vectors the similar-products rows are measured on, and whether that is honest.
+
+    While a tuned head (``imgrec_tune``) serves, its vectors were trained on these very products'
+    categories: a shelf on them is in-sample (~100 %).  The rows are then measured on the head's
+    base model's vectors (the untuned shelf, as :func:`classifier._learning_model_id` finds them);
+    the head itself is evaluated held-out by product in the tuning section.  When the base
+    vectors are gone the serving vectors are used and ``in_sample`` says so.
+    """
+    from django.db.models import Func, IntegerField
+
+    from imgrec_app.hosts import product_content_type
+    from imgrec_app.models import ProductVector, TuningRun
+    from imgrec_app.services.classifier import _learning_model_id
+
+    serving_id, serving_dim = serving
+    out: dict[str, Any] = {
+        "model_id": serving_id,
+        "dimensions": int(serving_dim),
+        "serving_model_id": serving_id,
+        "tuned_head": TuningRun.objects.filter(model_id=serving_id).exists(),
+        "in_sample": False,
+        "note": f"serving vectors {serving_id}",
+    }
+    if not out["tuned_head"]:
+        return out
+    base = _learning_model_id(serving_id)
+    dim = (
+        ProductVector.objects.filter(content_type=product_content_type(), model_id=base)
+        .annotate(_imgrec_dims=Func("vector", function="vector_dims", output_field=IntegerField()))
+        .values_list("_imgrec_dims", flat=True)
+        .first()
+    )
+    if base == serving_id or dim is None:
+        out["in_sample"] = True
+        out["note"] = (
+            f"IN-SAMPLE: the serving tuned head {serving_id} learned these products' categories and its base "
+            "vectors are gone, so these rows overstate quality; the head's held-out numbers are in the "
+            "tuning section"
+        )
+        return out
+    out.update(
+        model_id=base,
+        dimensions=int(dim),
+        note=f"base vectors {base}; the serving head {serving_id} is evaluated held-out below",
+    )
+    return out
+
+
 class SimilarRunner:
-    """Runs the real "similar products" shelf for a sample of products, once per weight setting."""
+    """Runs the real "similar products" shelf for a sample of products, once per weight setting.
+
+    While a tuned head serves, the shelves read its base model's vectors (:func:`measured_vectors`,
+    :func:`imgrec_app.services.models.reading_model`); nothing that serves changes.
+    """
 
     def __init__(self, catalogue: Catalogue, queries: list[Any], k: int, progress: Progress) -> None:
         self.catalogue = catalogue
@@ -66,6 +120,7 @@ class SimilarRunner:
         self.k = k
         self.progress = progress
         self.coview_pairs = coview_pairs()
+        self.vectors = measured_vectors(catalogue.image_model)
         self._cache: dict[tuple[float, float, float], dict[str, Any]] = {}
 
     def shelves(self, weights: dict[str, float], label: str) -> dict[str, Any]:
@@ -77,7 +132,7 @@ class SimilarRunner:
         if key not in self._cache:
             shelves: dict[str, list[str]] = {}
             fallbacks = 0
-            with similar_weights(w):
+            with similar_weights(w), reading_model(self.vectors["model_id"], self.vectors["dimensions"]):
                 for product in self.progress(self.queries, f"similar {label}", len(self.queries)):
                     items = recommend.similar_products(product, limit=self.k, attach=False)
                     shelves[product_key(product)] = [i.product_id for i in items]
@@ -150,6 +205,7 @@ def evaluate_similar(catalogue: Catalogue, runner: SimilarRunner, rng: random.Ra
         "not_indexed": len(catalogue.category) - len(catalogue.indexed),
         "recommendable": len(catalogue.recommendable),
         "configured_weights": _weights(configured),
+        "vectors": runner.vectors,
         "methods": methods,
     }
 

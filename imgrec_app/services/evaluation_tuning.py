@@ -176,10 +176,15 @@ def evaluate_tuning(*, folds: int = 5, k: int = 10, seed: int = 0) -> dict[str, 
     if active is not None:
         out["active_run"] = {"run": active.pk, "model_id": active.model_id, "metrics": active.metrics}
     if serving is not None and serving.model_id != ref.model_id:
+        from imgrec_app.services.classifier import _learning_model_id
+
+        if _learning_model_id(serving.model_id) != serving.model_id:
+            above = "the similar-products and classifier rows above are measured on its base vectors (untuned)"
+        else:
+            above = "its base vectors are gone, so the similar-products and classifier rows above are IN-SAMPLE"
         out["note"] = (
-            f"Shelves are served by the tuned {serving.model_id}, trained on every product's category: "
-            "the similar-products and classifier rows above saw the products they score. "
-            "The held-out rows here are the honest comparison."
+            f"Shelves are served by the tuned {serving.model_id}, trained on every product's category: {above}. "
+            "The held-out rows here compare tuned and untuned on products the head did not see."
         )
     return out
 

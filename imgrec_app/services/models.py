@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,9 +65,36 @@ def serving_model(modality: str = IMAGE) -> ServingModel | None:
 # process is noticed on the next shelf (:func:`remember_serving_model`) without a query of its own.
 _serving_cache: dict[tuple[str, str], tuple[str, int]] = {}
 
+# ``(model id, dimensions)`` the image shelves read instead of the serving model, in this context
+# only (:func:`reading_model`): a ContextVar, so other threads and async tasks never see it.
+_read_override: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
+    "imgrec_read_model", default=None
+)
+
+
+@contextmanager
+def reading_model(model_id: str, dim: int) -> Iterator[None]:
+    """Let the image shelves of this context read ``model_id``'s vectors, not the serving ones.
+
+    For the offline evaluation: while a tuned head serves, its "similar products" rows are
+    measured on the base model's vectors (the head saw these products' categories).  Nothing in
+    the database changes (what serves stays as it is); a shelf statement that reads another
+    serving row from the database does not undo it (:func:`cached_serving_model` answers the
+    override first); leaving the block restores what was there.
+    """
+    token = _read_override.set((model_id, int(dim)))
+    try:
+        yield
+    finally:
+        _read_override.reset(token)
+
 
 def cached_serving_model(modality: str = IMAGE, *, using: str = "default") -> tuple[str, int] | None:
-    """``(model id, dimensions)`` of the serving model, read once per process and database."""
+    """``(model id, dimensions)`` of the serving model, read once per process and database
+    (inside :func:`reading_model`: the model it names, for the image modality)."""
+    override = _read_override.get() if modality == IMAGE else None
+    if override is not None:
+        return override
     key = (using, modality)
     hit = _serving_cache.get(key)
     if hit is None:

@@ -380,8 +380,11 @@ def _compute(shelf: _Shelf) -> tuple[list[Any] | None, str | None]:
         res = run(mods, **options)
         if res.serving != serving:  # switched by another process since this one cached it
             serving_models.remember_serving_model(res.serving, using=using)
-            mods = modalities(res.serving)
-            res = run(mods, **options) if mods else None
+            # Re-read rather than take the row: inside reading_model() the override still wins.
+            current = serving_models.cached_serving_model(using=using)
+            if current != serving:
+                mods = modalities(current)
+                res = run(mods, **options) if mods else None
     if res is not None and res.visible is False:
         return None, None
     if res is None or not res.has_vector:
