@@ -49,7 +49,9 @@ def _answers(port: int) -> bool:
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("inherited_sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["sigint-default", "sigint-ignored"])
-def test_sigint_to_the_demos_process_group_stops_it_cleanly_and_stops_postgres(inherited_sigint: signal.Handlers) -> None:
+def test_sigint_to_the_demos_process_group_stops_it_cleanly_and_stops_postgres(
+    inherited_sigint: signal.Handlers,
+) -> None:
     """``sigint-ignored``: how a non-interactive shell starts a background job (``make demo &``,
     a CI script, a test run started with ``&``).  Python keeps an inherited SIG_IGN, so unless
     the demo sets its own handler it (and its children) never stop on SIGINT."""
