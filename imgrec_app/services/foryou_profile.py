@@ -125,7 +125,9 @@ def history_vectors(ids: Iterable[str]) -> tuple[list[tuple[str, str, int]], dic
     The models come from :func:`cached_models` (no statement); the statement that reads the
     vectors also returns the serving model's id as the database has it now, so a switch made by
     another process (or a history without vectors of the cached model, e.g. pruned after a
-    switch) forgets the cached model and reads again: two more statements, once per switch.
+    switch) forgets the cached model and reads it again: two more statements once per switch (the
+    serving row, the vectors of the new model); one more on every request whose history has no
+    vector yet (the serving row, to tell a switch from products not indexed yet).
     """
     ids = [str(i) for i in ids]
     models = cached_models()
@@ -136,8 +138,9 @@ def history_vectors(ids: Iterable[str]) -> tuple[list[tuple[str, str, int]], dic
     stale = image is not None and (not rows or any(r[3] != image for r in rows))
     if stale:
         serving_models.remember_serving_model(None)
-        models = cached_models()
-        rows = _vector_rows(ids, models) if models else []
+        before, models = models, cached_models()
+        if models != before:  # a switch: the vectors of the model that serves now
+            rows = _vector_rows(ids, models) if models else []
     return models, _by_modality(rows, models)
 
 
