@@ -347,7 +347,10 @@ def test_api_with_product_leaves_its_similar_shelf_out(client, catalogue):  # no
 
 
 def test_for_you_queries_one_vector_fetch_and_one_knn_per_interest(catalogue, settings):  # noqa: F811
+    from imgrec_app.services.models import cached_serving_model
+
     products, _ = catalogue
+    assert cached_serving_model() == (MODEL_ID, DIM)  # read once per process (this one's first shelf)
     counts = []
     for n in (12, 45):
         req = _request()
@@ -359,13 +362,81 @@ def test_for_you_queries_one_vector_fetch_and_one_knn_per_interest(catalogue, se
         sqls = [x["sql"] for x in q.captured_queries]
         counts.append(len(sqls))
         interests = min(int(settings.IMGREC.get("MAX_INTERESTS", 3)), n // 2)
-        assert sum("<=>" in s for s in sqls) <= interests  # one modality in this catalogue
+        knn = [s for s in sqls if "<=>" in s]
+        assert len(knn) == 1 and knn[0].count("<=>") >= interests  # every interest, one statement
         assert sum("vector_send" in s for s in sqls) == 2  # the history's vectors, the candidates'
+        assert not any(s.startswith('SELECT "imgrec_app_servingmodel"') for s in sqls)  # cached per process
     assert counts[0] == counts[1]
-    # history, serving model, the history's vectors and products, 3 k-NN (one round trip each),
-    # co-views, popularity with its total for every category (one grouped statement, it was 3 × 2),
-    # the candidates' products and vectors
-    assert counts[0] <= 11, counts
+    # history, the history's vectors (the serving model checked inside, it is cached per process)
+    # and products, one k-NN statement for every interest (a UNION ALL; it was one each), co-views,
+    # popularity with its total for every category (one grouped statement, it was 3 × 2), the
+    # candidates' products and vectors
+    assert counts[0] <= 8, counts
+
+
+def test_interests_knn_in_one_statement_matches_one_nearest_per_interest(catalogue):  # noqa: F811
+    """The one ``UNION ALL`` statement finds what ``search.nearest`` per interest and modality
+    found, with the shop's rules and the exclusions inside, on a history of three interests."""
+    from imgrec_app.hosts import recommendable_products
+    from imgrec_app.services import search
+    from imgrec_app.services.foryou_sources import _interest_neighbours, find_interests
+    from shop_demo.catalog.models import Product
+
+    products, _ = catalogue
+    Product.objects.filter(pk__in=[p.pk for p in products[20:26]]).update(stock=0)  # out of the rules
+    req = _request()
+    for p in products[:12]:
+        history.record(req, p)
+    profile = foryou.load_profile(req, recency=0.0)
+    interests = find_interests(profile)
+    assert len(interests) == 3
+    restrict = recommendable_products()
+    exclude = sorted({str(p.pk) for p in products[:12]})
+    for n in (4, 11, 40):
+        expected: set[str] = set()
+        for interest in interests:
+            for modality, vector in interest.centroids.items():
+                mid, dim = next((m, d) for mo, m, d in profile.models if mo == modality)
+                rows = search.nearest(vector, model_id=mid, dim=dim, limit=n, restrict_to=restrict, exclude_ids=exclude)
+                expected.update(obj for obj, _ in rows)
+        with CaptureQueriesContext(connection) as q:
+            got = _interest_neighbours(interests, profile, n=n, restrict=restrict, exclude=exclude)
+        assert len(q) == 1
+        assert got == expected and len(got) >= n, n
+        assert not got & set(exclude) and not got & {str(p.pk) for p in products[20:26]}
+
+
+def test_for_you_notices_a_model_switch_made_by_another_process(catalogue):  # noqa: F811
+    """The serving model is cached per process; a switch written by another process (the row
+    changed, this process's cache not told) is noticed by the history's vector statement."""
+    from imgrec_app.models import ServingModel
+    from imgrec_app.services import models as serving_models
+
+    products, _ = catalogue
+    ct = ContentType.objects.get_for_model(products[0])
+    other = "test-model:v2:p1"
+    rng = np.random.default_rng(5)
+    ProductVector.objects.bulk_create(
+        [
+            ProductVector(content_type=ct, object_id=str(p.pk), model_id=other, vector=_unit(rng.normal(size=DIM)).tolist())
+            for p in products
+        ]
+    )
+    req = _request()
+    for p in products[:6]:
+        history.record(req, p)
+    assert foryou.load_profile(req, recency=0.0).models[0][1] == MODEL_ID  # cached from here on
+    ServingModel.objects.filter(modality="image").update(model_id=other)  # "another process"
+    assert serving_models._serving_cache[("default", "image")][0] == MODEL_ID
+    profile = foryou.load_profile(req, recency=0.0)
+    assert profile.models[0][1] == other
+    assert serving_models._serving_cache[("default", "image")][0] == other
+    for p in products[:6]:
+        stored = ProductVector.objects.get(content_type=ct, object_id=str(p.pk), model_id=other)
+        assert np.allclose(profile.vectors["image"][str(p.pk)], np.asarray(stored.vector))
+    with CaptureQueriesContext(connection) as q:
+        foryou.load_profile(req, recency=0.0)
+    assert not any('"imgrec_app_servingmodel"."id"' in x["sql"] for x in q.captured_queries)  # cached again
 
 
 # --- the real demo catalogue, real worker -------------------------------------------------------------------

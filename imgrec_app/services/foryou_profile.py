@@ -10,15 +10,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from django.db.models import BinaryField, Func
+from django.db.models import BinaryField, CharField, Func, Subquery, Value
 from django.http import HttpRequest
 from django.utils import timezone
 
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import get_product_model, product_category, product_content_type, product_key
-from imgrec_app.models import CategoryPrediction, ProductVector
+from imgrec_app.models import CategoryPrediction, ProductVector, ServingModel
 from imgrec_app.services import history, search
-from imgrec_app.services.recommend import _pks, active_models
+from imgrec_app.services import models as serving_models
+from imgrec_app.services.recommend import _pks
+from imgrec_app.services.text import text_model
 
 
 @dataclass
@@ -70,23 +72,76 @@ def weighted_history(request: HttpRequest, *, recency: float) -> list[tuple[str,
     return sorted(weights.items(), key=lambda kv: (-kv[1], order.index(kv[0])))
 
 
-def fetch_vectors(ids: Iterable[str], models: Sequence[tuple[str, str, int]]) -> dict[str, dict[str, np.ndarray]]:
-    """Vectors of some products for every modality in one query: ``{modality: {id: vector}}``."""
-    out: dict[str, dict[str, np.ndarray]] = {m: {} for m, _, _ in models}
-    ids = [str(i) for i in ids]
-    if not ids or not models:
-        return out
+def cached_models() -> list[tuple[str, str, int]]:
+    """``(modality, model_id, dim)`` of the modalities ``SIMILAR_WEIGHTS`` uses, image first, as
+    :func:`~imgrec_app.services.recommend.active_models` gives them, but the serving model read
+    once per process (:func:`~imgrec_app.services.models.cached_serving_model`): no statement.
+    A switch made by another process is noticed by :func:`history_vectors`."""
+    weights = imgrec_settings.SIMILAR_WEIGHTS
+    models: list[tuple[str, str, int]] = []
+    serving = serving_models.cached_serving_model() if weights.get("image", 1.0) else None
+    if serving is not None:
+        models.append(("image", serving[0], serving[1]))
+    tmodel = text_model()
+    if tmodel is not None and weights.get("text", 0.0):
+        models.append(("text", tmodel[0], tmodel[1]))
+    return models
+
+
+def _vector_rows(ids: list[str], models: Sequence[tuple[str, str, int]], *, serving: bool = False) -> list[tuple]:
     modality_of = {mid: m for m, mid, _ in models}
-    rows = (
-        ProductVector.objects.filter(
-            content_type=product_content_type(), model_id__in=list(modality_of), object_id__in=ids
+    rows = ProductVector.objects.filter(
+        content_type=product_content_type(), model_id__in=list(modality_of), object_id__in=ids
+    ).annotate(_imgrec_binary=Func("vector", function="vector_send", output_field=BinaryField()))
+    current: Any = Value("", output_field=CharField())
+    if serving:  # the image modality's serving model as the database has it now, on every row
+        current = Subquery(
+            ServingModel.objects.filter(modality=serving_models.IMAGE).values("model_id")[:1],
+            output_field=CharField(),
         )
-        .annotate(_imgrec_binary=Func("vector", function="vector_send", output_field=BinaryField()))
-        .values_list("model_id", "object_id", "_imgrec_binary")
-    )
-    for model_id, obj, data in rows:
+    columns = ("model_id", "object_id", "_imgrec_binary", "_imgrec_serving")
+    return list(rows.annotate(_imgrec_serving=current).values_list(*columns))
+
+
+def _by_modality(rows: Iterable[tuple], models: Sequence[tuple[str, str, int]]) -> dict[str, dict[str, np.ndarray]]:
+    out: dict[str, dict[str, np.ndarray]] = {m: {} for m, _, _ in models}
+    modality_of = {mid: m for m, mid, _ in models}
+    for model_id, obj, data, _ in rows:
         out[modality_of[model_id]][obj] = search._from_binary(data)
     return out
+
+
+def fetch_vectors(ids: Iterable[str], models: Sequence[tuple[str, str, int]]) -> dict[str, dict[str, np.ndarray]]:
+    """Vectors of some products for every modality in one query: ``{modality: {id: vector}}``."""
+    ids = [str(i) for i in ids]
+    if not ids or not models:
+        return {m: {} for m, _, _ in models}
+    return _by_modality(_vector_rows(ids, models), models)
+
+
+def history_vectors(ids: Iterable[str]) -> tuple[list[tuple[str, str, int]], dict[str, dict[str, np.ndarray]]]:
+    """The models of the shelf and the history's vectors of every modality: **one statement**.
+
+    The models come from :func:`cached_models` (no statement); the statement that reads the
+    vectors also returns the serving model's id as the database has it now, so a switch made by
+    another process (or a history without vectors of the cached model, e.g. pruned after a
+    switch) forgets the cached model and reads it again: two more statements once per switch (the
+    serving row, the vectors of the new model); one more on every request whose history has no
+    vector yet (the serving row, to tell a switch from products not indexed yet).
+    """
+    ids = [str(i) for i in ids]
+    models = cached_models()
+    if not ids or not models:
+        return models, {m: {} for m, _, _ in models}
+    image = next((mid for m, mid, _ in models if m == serving_models.IMAGE), None)
+    rows = _vector_rows(ids, models, serving=image is not None)
+    stale = image is not None and (not rows or any(r[3] != image for r in rows))
+    if stale:
+        serving_models.remember_serving_model(None)
+        before, models = models, cached_models()
+        if models != before:  # a switch: the vectors of the model that serves now
+            rows = _vector_rows(ids, models) if models else []
+    return models, _by_modality(rows, models)
 
 
 def categories_of(products: dict[str, Any]) -> dict[str, str | None]:
@@ -130,8 +185,7 @@ def load_profile(request: HttpRequest, *, recency: float) -> Profile:
     """The visitor's weighted history with vectors, categories and names (3–4 queries, any length)."""
     weighted = weighted_history(request, recency=recency)
     ids = [o for o, _ in weighted]
-    models = active_models() if ids else []
-    vectors = fetch_vectors(ids, models)
+    models, vectors = history_vectors(ids) if ids else ([], {})
     products = products_by_key(ids) if ids else {}
     cats = categories_of(products)
     return Profile(

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from django.core.exceptions import EmptyResultSet
 from django.db.models import CharField, F, FloatField, OuterRef, QuerySet, Subquery, Sum, Window
 from django.db.models.functions import Cast, Coalesce, RowNumber
 
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import category_field_lookup, pk_strings, product_content_type
-from imgrec_app.models import CategoryPrediction, CoView
+from imgrec_app.models import CategoryPrediction, CoView, ProductVector
 from imgrec_app.services import search
 from imgrec_app.services.foryou_profile import Profile, categories_of
 from imgrec_app.services.recommend import recent_interactions, trending_scores
@@ -122,19 +123,42 @@ def visitor_categories(profile: Profile) -> list[tuple[str, float]]:
     return [(c, w / total) for c, w in top]
 
 
+def _knn_branch(
+    vector: np.ndarray, *, model_id: str, dim: int, limit: int, restrict: QuerySet, exclude: list[str]
+) -> QuerySet:
+    """The query :func:`search.nearest` runs, not run: ``(object_id, distance)``, nearest first."""
+    qs = ProductVector.objects.for_model(model_id, product_content_type().pk)
+    if exclude:
+        qs = qs.exclude(object_id__in=exclude)
+    qs = qs.filter(search._allowed_by(restrict))
+    return qs.nearest(vector, dim=dim).values_list("object_id", "distance")[:limit]
+
+
 def _interest_neighbours(
     interests: list[Interest], profile: Profile, *, n: int, restrict: QuerySet, exclude: list[str]
 ) -> set[str]:
-    """k-NN around each interest: one round trip per interest and modality (pgvector's settings
-    travel with the query, see :func:`search.nearest`)."""
-    found: set[str] = set()
+    """k-NN around each interest, for every modality: **one statement** (a ``UNION ALL`` of one
+    ``ORDER BY distance LIMIT n`` branch per interest and modality, each walking its model's HNSW
+    index with the shop's rules inside, pgvector's settings in the same round trip, see
+    :func:`search.run_knn_statement`).  The same ids as :func:`search.nearest` per branch
+    (tests/test_foryou.py compares them)."""
     dims = {m: (mid, dim) for m, mid, dim in profile.models}
+    branches: list[str] = []
+    params: list[Any] = []
     for interest in interests:
         for modality, vector in interest.centroids.items():
             mid, dim = dims[modality]
-            rows = search.nearest(vector, model_id=mid, dim=dim, limit=n, restrict_to=restrict, exclude_ids=exclude)
-            found.update(obj for obj, _ in rows)
-    return found
+            qs = _knn_branch(vector, model_id=mid, dim=dim, limit=n, restrict=restrict, exclude=exclude)
+            try:
+                sql, p = qs.query.get_compiler(using=qs.db).as_sql()
+            except EmptyResultSet:
+                continue
+            branches.append(f"({sql})")
+            params.extend(p)
+    if not branches:
+        return set()
+    rows = search.run_knn_statement(" UNION ALL ".join(branches), params, limit=n)
+    return {obj for obj, _ in rows}
 
 
 def _viewed_together(
