@@ -14,7 +14,7 @@ class ImgrecConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from imgrec_app import checks, checks_tracking  # noqa: F401  (registers the checks)
+        from imgrec_app import checks, checks_services, checks_tracking  # noqa: F401  (registers the checks)
         from imgrec_app.signal_handlers import register_signal_handlers
 
         register_signal_handlers()

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from imgrec_app.checks import check_broker
+from imgrec_app.checks_services import check_broker
 from tests.faults.broker import broker_at, free_port
 
 pytestmark = pytest.mark.django_db

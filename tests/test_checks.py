@@ -12,7 +12,8 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.core.management import call_command
 from django.test import override_settings
 
-from imgrec_app.checks import check_database, check_settings
+from imgrec_app.checks import check_settings
+from imgrec_app.checks_services import check_database
 
 BASE: dict[str, Any] = dict(django_settings.IMGREC)
 

@@ -28,7 +28,7 @@ from django.core.management import call_command
 from django.db import connection, connections, transaction
 from django.test import Client
 
-from imgrec_app.checks import check_database
+from imgrec_app.checks_services import check_database
 from imgrec_app.ml.encoder import Encoder, clear_encoders
 from imgrec_app.ml.preprocess import load_rgb
 from imgrec_app.ml.registry import register_backbone

@@ -366,7 +366,7 @@ def test_the_demos_cache_shares_the_search_budget_across_processes(settings: Any
     from django.core.checks import Warning as CheckWarning
 
     import shop_demo.settings as demo
-    from imgrec_app.checks import check_throttle_cache
+    from imgrec_app.checks_services import check_throttle_cache
     from imgrec_app.services import throttle
 
     redis_url = os.environ.get("IMGREC_TEST_REDIS_URL", settings.CELERY_BROKER_URL)
@@ -422,7 +422,7 @@ def test_an_invalid_hnsw_index_is_dropped_and_rebuilt() -> None:
 
 
 def test_pgvector_older_than_0_8_is_an_error_and_the_installed_one_passes() -> None:
-    from imgrec_app.checks import check_database, check_pgvector_version
+    from imgrec_app.checks_services import check_database, check_pgvector_version
 
     (error,) = check_pgvector_version("0.7.4")
     assert error.id == "imgrec_app.E022" and "0.8" in error.msg
