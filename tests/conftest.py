@@ -241,6 +241,13 @@ _TORCH_TESTS = {
     "test_bad_runs_refuse_and_change_nothing",
     "test_a_run_that_does_not_help_is_not_activated",
     "test_imgrec_evaluate_measures_similar_products_on_base_vectors_while_a_head_serves",
+    "test_the_classifier_learns_from_the_base_vectors_while_a_head_serves",  # demo_vectors embeds
+    # tests/test_ml_variants.py: the multi-layer encoder's own forward pass
+    "test_multi_layer_vectors_are_the_pooled_vector_and_the_tapped_blocks_inputs",
+    "test_lite2_multi_layer_vectors_have_the_declared_size",
+    # tests/test_taste_simulation.py: the evaluation catalogue fixture (tests/test_evaluation.py) embeds
+    "test_evaluation_runs_on_taste_shoppers_with_background_traffic",
+    "test_command_takes_the_shopper_model_and_refuses_an_unknown_one",
 }
 
 
