@@ -81,6 +81,7 @@ def test_sigint_to_the_demos_process_group_stops_it_cleanly_and_stops_postgres(
             assert time.monotonic() < deadline, "the demo did not come up:\n" + "".join(lines)
             time.sleep(0.5)
         assert _postgres_of(VAR / "pgdata"), "the demo's embedded PostgreSQL should be running"
+        started = psutil.Process(demo.pid).children(recursive=True)  # web, worker, its pool and beat
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in its terminal does
         code = demo.wait(timeout=90)
     finally:
@@ -100,5 +101,7 @@ def test_sigint_to_the_demos_process_group_stops_it_cleanly_and_stops_postgres(
     assert code == 0, output
     assert "Stopped." in output and "stopped unexpectedly" not in output, output
     assert not _answers(port), "the web server still answers"
+    _, alive = psutil.wait_procs(started, timeout=10)
+    assert not alive, f"processes of the demo were left running: {[p.cmdline()[:4] for p in alive]}"
     assert _postgres_of(VAR / "pgdata") == [], "the embedded PostgreSQL was left running"
     assert not (VAR / "pgdata" / "postmaster.pid").exists()

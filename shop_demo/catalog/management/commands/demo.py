@@ -186,5 +186,12 @@ class Command(BaseCommand):
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+            # Each child leads a session (and process group) of its own: whatever it forked and
+            # left behind (a Celery pool or beat process, when the signal came while the worker
+            # was still starting) is still in that group.
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass  # nothing left in the group
         # The embedded server stops with its last user (this process, at exit); a child that
         # had to be killed is forgotten first (imgrec_app.contrib.embedded_db).
