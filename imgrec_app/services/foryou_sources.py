@@ -19,7 +19,7 @@ from django.db.models.functions import Cast, Coalesce, RowNumber
 
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import category_field_lookup, pk_strings, product_content_type
-from imgrec_app.models import CategoryPrediction, CoView, ProductVector
+from imgrec_app.models import CategoryPrediction, CoView
 from imgrec_app.services import search
 from imgrec_app.services.foryou_profile import Profile, categories_of
 from imgrec_app.services.recommend import recent_interactions, trending_scores
@@ -123,17 +123,6 @@ def visitor_categories(profile: Profile) -> list[tuple[str, float]]:
     return [(c, w / total) for c, w in top]
 
 
-def _knn_branch(
-    vector: np.ndarray, *, model_id: str, dim: int, limit: int, restrict: QuerySet, exclude: list[str]
-) -> QuerySet:
-    """The query :func:`search.nearest` runs, not run: ``(object_id, distance)``, nearest first."""
-    qs = ProductVector.objects.for_model(model_id, product_content_type().pk)
-    if exclude:
-        qs = qs.exclude(object_id__in=exclude)
-    qs = qs.filter(search._allowed_by(restrict))
-    return qs.nearest(vector, dim=dim).values_list("object_id", "distance")[:limit]
-
-
 def _interest_neighbours(
     interests: list[Interest], profile: Profile, *, n: int, restrict: QuerySet, exclude: list[str]
 ) -> set[str]:
@@ -148,7 +137,7 @@ def _interest_neighbours(
     for interest in interests:
         for modality, vector in interest.centroids.items():
             mid, dim = dims[modality]
-            qs = _knn_branch(vector, model_id=mid, dim=dim, limit=n, restrict=restrict, exclude=exclude)
+            qs = search.nearest_query(vector, model_id=mid, dim=dim, limit=n, restrict_to=restrict, exclude_ids=exclude)
             try:
                 sql, p = qs.query.get_compiler(using=qs.db).as_sql()
             except EmptyResultSet:

@@ -158,6 +158,26 @@ def _allowed_by(restrict_to: QuerySet) -> Exists:
     return Exists(restrict_to.order_by().filter(pk=Cast(OuterRef("object_id"), output_field=field)))
 
 
+def nearest_query(
+    vector: Sequence[float] | np.ndarray,
+    *,
+    model_id: str,
+    dim: int,
+    limit: int,
+    restrict_to: QuerySet | None = None,
+    exclude_ids: Iterable[str] = (),
+) -> Any:
+    """The query :func:`nearest` runs, not run: ``(object_id, cosine distance)`` rows, nearest
+    first (up to ``relaxed_order``), the shop's rules inside (arguments as :func:`nearest`)."""
+    qs = ProductVector.objects.for_model(model_id, product_content_type().pk)
+    exclude = [str(e) for e in exclude_ids]
+    if exclude:
+        qs = qs.exclude(object_id__in=exclude)
+    if restrict_to is not None:
+        qs = qs.filter(_allowed_by(restrict_to))
+    return qs.nearest(vector, dim=dim).values_list("object_id", "distance")[:limit]
+
+
 def nearest(
     vector: Sequence[float] | np.ndarray,
     *,
@@ -184,14 +204,9 @@ def nearest(
     Returns:
         ``(object_id, similarity)`` pairs, similarity = 1 - cosine distance.
     """
-    qs = ProductVector.objects.for_model(model_id, product_content_type().pk)
-    exclude = [str(e) for e in exclude_ids]
-    if exclude:
-        qs = qs.exclude(object_id__in=exclude)
-    if restrict_to is not None:
-        qs = qs.filter(_allowed_by(restrict_to))
-    rows_qs = qs.nearest(vector, dim=dim).values_list("object_id", "distance")[:limit]
-    qs = rows_qs  # type: ignore[assignment]  # a ProductVectorQuerySet of rows from here on
+    qs = nearest_query(
+        vector, model_id=model_id, dim=dim, limit=limit, restrict_to=restrict_to, exclude_ids=exclude_ids
+    )
     rows = _one_round_trip(qs, limit) if session else None
     if rows is None and session:
         with hnsw_session(limit):
