@@ -2,7 +2,7 @@
 
 Products that already have a category teach a multinomial logistic regression over the serving
 model's product vectors (image, concatenated with text when text vectors exist; the base model's
-image vectors while a tuned head serves, see :func:`_learning_model_id`).  Its k-fold
+image vectors while a tuned head serves, see :func:`learning_model_id`).  Its k-fold
 cross-validated accuracy is stored next to a majority-class baseline; every product with a vector
 then gets a predicted category with a confidence, and the admin lists disagreements.
 """
@@ -83,7 +83,7 @@ def _product_vectors(model_id: str) -> tuple[list[str], np.ndarray]:
     return ids, np.asarray([np.asarray(r[1], dtype=np.float32) for r in rows])
 
 
-def _learning_model_id(serving_id: str) -> str:
+def learning_model_id(serving_id: str) -> str:
     """The image vectors the classifier learns from: the base model's while a tuned head serves.
 
     A head (``imgrec_tune``) was trained on these products' categories: a classifier on its
@@ -143,7 +143,7 @@ def train(*, folds: int = 5, min_per_class: int = 2, C: float = 2.0) -> Training
     serving = serving_model()
     if serving is None:
         raise NotEnoughData("No product vectors yet: index images first.")
-    model_id = _learning_model_id(serving.model_id)
+    model_id = learning_model_id(serving.model_id)
     ids, X = _product_vectors(model_id)
     text = _text_features()
     if text is not None and ids:

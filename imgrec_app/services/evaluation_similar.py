@@ -63,7 +63,7 @@ def measured_vectors(serving: tuple[str, int]) -> dict[str, Any]:
 
     While a tuned head (``imgrec_tune``) serves, its vectors were trained on these very products'
     categories: a shelf on them is in-sample (~100 %).  The rows are then measured on the head's
-    base model's vectors (the untuned shelf, as :func:`classifier._learning_model_id` finds them);
+    base model's vectors (the untuned shelf, as :func:`classifier.learning_model_id` finds them);
     the head itself is evaluated held-out by product in the tuning section.  When the base
     vectors are gone the serving vectors are used and ``in_sample`` says so.
     """
@@ -71,7 +71,7 @@ def measured_vectors(serving: tuple[str, int]) -> dict[str, Any]:
 
     from imgrec_app.hosts import product_content_type
     from imgrec_app.models import ProductVector, TuningRun
-    from imgrec_app.services.classifier import _learning_model_id
+    from imgrec_app.services.classifier import learning_model_id
 
     serving_id, serving_dim = serving
     out: dict[str, Any] = {
@@ -84,7 +84,7 @@ def measured_vectors(serving: tuple[str, int]) -> dict[str, Any]:
     }
     if not out["tuned_head"]:
         return out
-    base = _learning_model_id(serving_id)
+    base = learning_model_id(serving_id)
     dim = (
         ProductVector.objects.filter(content_type=product_content_type(), model_id=base)
         .annotate(_imgrec_dims=Func("vector", function="vector_dims", output_field=IntegerField()))
@@ -275,7 +275,7 @@ def evaluate_classifier(catalogue: Catalogue, *, folds: int, progress: Progress)
     y = np.array([catalogue.category[i] for i in ids])
     # The vectors the shop's classifier learns from: the base model's while a tuned head serves
     # (the head saw these products' categories; on its vectors a probe would be in-sample).
-    image = search.vectors_of(ids, model_id=classifier._learning_model_id(catalogue.image_model[0]))
+    image = search.vectors_of(ids, model_id=classifier.learning_model_id(catalogue.image_model[0]))
     X_image = np.stack([image[i] for i in ids])
     features = {"image_probe": ("Linear probe, image vectors only", X_image)}
     tmodel = text_model()

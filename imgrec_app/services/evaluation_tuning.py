@@ -176,9 +176,9 @@ def evaluate_tuning(*, folds: int = 5, k: int = 10, seed: int = 0) -> dict[str, 
     if active is not None:
         out["active_run"] = {"run": active.pk, "model_id": active.model_id, "metrics": active.metrics}
     if serving is not None and serving.model_id != ref.model_id:
-        from imgrec_app.services.classifier import _learning_model_id
+        from imgrec_app.services.classifier import learning_model_id
 
-        if _learning_model_id(serving.model_id) != serving.model_id:
+        if learning_model_id(serving.model_id) != serving.model_id:
             above = "the similar-products and classifier rows above are measured on its base vectors (untuned)"
         else:
             above = "its base vectors are gone, so the similar-products and classifier rows above are IN-SAMPLE"
