@@ -19,8 +19,7 @@ from imgrec_app.hosts import get_product_model, product_category, product_conten
 from imgrec_app.models import CategoryPrediction, ProductVector, ServingModel
 from imgrec_app.services import history, search
 from imgrec_app.services import models as serving_models
-from imgrec_app.services.recommend import _pks
-from imgrec_app.services.text import text_model
+from imgrec_app.services.recommend import _pks, active_models
 
 
 @dataclass
@@ -73,19 +72,9 @@ def weighted_history(request: HttpRequest, *, recency: float) -> list[tuple[str,
 
 
 def cached_models() -> list[tuple[str, str, int]]:
-    """``(modality, model_id, dim)`` of the modalities ``SIMILAR_WEIGHTS`` uses, image first, as
-    :func:`~imgrec_app.services.recommend.active_models` gives them, but the serving model read
-    once per process (:func:`~imgrec_app.services.models.cached_serving_model`): no statement.
-    A switch made by another process is noticed by :func:`history_vectors`."""
-    weights = imgrec_settings.SIMILAR_WEIGHTS
-    models: list[tuple[str, str, int]] = []
-    serving = serving_models.cached_serving_model() if weights.get("image", 1.0) else None
-    if serving is not None:
-        models.append(("image", serving[0], serving[1]))
-    tmodel = text_model()
-    if tmodel is not None and weights.get("text", 0.0):
-        models.append(("text", tmodel[0], tmodel[1]))
-    return models
+    """:func:`~imgrec_app.services.recommend.active_models` with the serving model read once per
+    process (no statement); a switch made by another process is noticed by :func:`history_vectors`."""
+    return active_models(cached=True)
 
 
 def _vector_rows(ids: list[str], models: Sequence[tuple[str, str, int]], *, serving: bool = False) -> list[tuple]:

@@ -35,7 +35,7 @@ from imgrec_app.hosts import (
 )
 from imgrec_app.models import CoView, Interaction
 from imgrec_app.services import search
-from imgrec_app.services.models import serving_model
+from imgrec_app.services.models import cached_serving_model, serving_model
 from imgrec_app.services.text import text_model
 
 if TYPE_CHECKING:
@@ -233,13 +233,23 @@ REASONS = {
 }
 
 
-def active_models() -> list[tuple[str, str, int]]:
-    """``(modality, model_id, dim)`` of the modalities ``SIMILAR_WEIGHTS`` uses, image first."""
+def active_models(*, cached: bool = False) -> list[tuple[str, str, int]]:
+    """``(modality, model_id, dim)`` of the modalities ``SIMILAR_WEIGHTS`` uses, image first.
+
+    ``cached``: the serving model as this process last read it
+    (:func:`~imgrec_app.services.models.cached_serving_model`: no statement), for callers that
+    notice a switch themselves (for-you's history statement does).
+    """
     weights = imgrec_settings.SIMILAR_WEIGHTS
     models: list[tuple[str, str, int]] = []
-    serving = serving_model()
-    if serving is not None and weights.get("image", 1.0):
-        models.append(("image", serving.model_id, serving.dimensions))
+    if weights.get("image", 1.0):
+        if cached:
+            serving = cached_serving_model()
+        else:
+            row = serving_model()
+            serving = (row.model_id, row.dimensions) if row is not None else None
+        if serving is not None:
+            models.append(("image", serving[0], serving[1]))
     tmodel = text_model()
     if tmodel is not None and weights.get("text", 0.0):
         models.append(("text", tmodel[0], tmodel[1]))
