@@ -348,7 +348,7 @@ class TuningRunAdmin(admin.ModelAdmin):
         "model_id",
         "created_at",
     ]
-    exclude = ["weights", "config", "metrics", "categories"]
+    exclude = ["weights", "learned_weights", "config", "metrics", "categories"]
     readonly_fields = [
         "status",
         "progress_pct",
@@ -394,11 +394,15 @@ class TuningRunAdmin(admin.ModelAdmin):
         return format_html(
             "<table><tr><th></th><th>untuned</th><th>tuned</th></tr>"
             "<tr><td>image-only precision@{}</td><td>{}</td><td>{}</td></tr>"
+            "<tr><td>as configured (SIMILAR_WEIGHTS) precision@{}</td><td>{}</td><td>{}</td></tr>"
             "<tr><td>classifier accuracy</td><td>{}</td><td>{}</td></tr></table>"
             "<p>{} folds, {} products; only products a fold's head did not see are scored.</p>",
             m.get("k"),
             _pct(m["untuned"]["precision"]),
             _pct(m["tuned"]["precision"]),
+            m.get("k"),
+            _pct(m["untuned"].get("configured")),
+            _pct(m["tuned"].get("configured")),
             _pct(m["untuned"]["classifier"]),
             _pct(m["tuned"]["classifier"]),
             m.get("folds"),

@@ -113,7 +113,7 @@ DEFAULTS: dict[str, Any] = {
     # --- shelves ----------------------------------------------------------------------------------
     # Weights of the hybrid similarity: image cosine, text cosine, "viewed together" strength.
     # Chosen by measurement with ``manage.py imgrec_evaluate`` (see docs/EVALUATION.md).
-    "SIMILAR_WEIGHTS": {"image": 1.0, "text": 1.0, "coview": 0.3},
+    "SIMILAR_WEIGHTS": {"image": 1.0, "text": 1.0, "coview": 0.3, "learned": 1.0},
     # A pair of products counts as viewed together once this many visitors viewed both.
     "COVIEW_MIN_VISITORS": 2,
     # Candidates fetched per modality, as a multiple of the shelf's limit.

@@ -189,11 +189,16 @@ class ImageEmbedding(models.Model):
 
 
 class ProductVector(models.Model):
-    """A product's vector for one model: the normalised mean of its image (or text) vectors."""
+    """A product's vector for one model: the normalised mean of its image (or text) vectors.
+
+    ``learned`` vectors are a tuning run's image + text head applied to the product's base image
+    vector and text vector (``services/learned.py``).
+    """
 
     class Modality(models.TextChoices):
         IMAGE = "image", _("Image")
         TEXT = "text", _("Text")
+        LEARNED = "learned", _("Learned (image + text)")
 
     content_type = models.ForeignKey(
         ContentType, on_delete=models.CASCADE, related_name="+", verbose_name=_("product type")
@@ -526,6 +531,8 @@ class TuningRun(models.Model):
     categories = models.JSONField(default=list, blank=True)
     sample_count = models.PositiveIntegerField(default=0)
     weights = models.BinaryField(null=True, blank=True, editable=False)
+    # The image + text head (product vectors ``<model_id>:learned``), when the shop has texts.
+    learned_weights = models.BinaryField(null=True, blank=True, editable=False)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

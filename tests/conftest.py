@@ -218,6 +218,7 @@ _TORCH_MODULES = {
     "test_reliability_faults",
     "test_evaluation",
     "test_ml_finetune",  # fine-tunes EfficientNet-Lite's last blocks (torch)
+    "test_tuning_learned",  # trains heads; demo_vectors and MiniLM embed
 }
 # Single tests elsewhere that embed (search by photo, --sync re-index) or train a classifier.
 _TORCH_TESTS = {

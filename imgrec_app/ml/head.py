@@ -10,6 +10,10 @@ of one kind lie together.  Training (torch, CPU: seconds for a few thousand prod
   the product's text vector (products without a category teach the head too);
 * **pairs** ("viewed together"): InfoNCE between the two products' outputs.
 
+A second, **learned** head (:func:`train_learned_head`) takes the product's base image vector and
+its text vector side by side (:func:`learned_input`) and is trained on the categories alone: the
+similar shelf fuses its cosine with the image and text ones (measured: docs/EVALUATION.md).
+
 Serving needs no torch: :class:`ProjectionHead` is a few numpy arrays (``apply`` is two matrix
 products), stored as bytes (:meth:`ProjectionHead.to_bytes`).  No Django here.
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -56,6 +60,8 @@ class HeadConfig:
         threads: torch and BLAS CPU threads used for training (None: leave their setting). One
             by default: the matrices are small, and spinning BLAS threads on a busy machine cost
             far more than they gain (measured: 10× slower on the shared 2-core box).
+        learned: also train the learned image + text head (:func:`train_learned_head`) where the
+            products have text vectors.
     """
 
     dim: int = 256
@@ -74,6 +80,7 @@ class HeadConfig:
     batch_size: int = 64
     seed: int = 0
     threads: int | None = 1
+    learned: bool = True
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> HeadConfig:
@@ -337,4 +344,30 @@ def train_head(
         "text": has_text,
         "pairs": 0 if pairs is None else len(pairs),
     }
+    return head
+
+
+def learned_input(vectors: np.ndarray, text: np.ndarray) -> np.ndarray:
+    """The learned head's input: ``[unit(image vector), unit(text vector)]`` per row."""
+    return np.hstack([_unit(np.asarray(vectors, dtype=np.float32)), _unit(np.asarray(text, dtype=np.float32))])
+
+
+def train_learned_head(data: TrainingData, config: HeadConfig | None = None) -> ProjectionHead:
+    """Train the learned head: ``config``'s shape on image + text inputs, categories only.
+
+    Only products with a text vector take part (the others never get a learned vector); pairs
+    and the text agreement loss are not used (the text is an input here).
+
+    Raises:
+        TrainingDataError: no text vectors, or too few categorised products with text.
+    """
+    config = config or HeadConfig()
+    if data.text is None:
+        raise TrainingDataError("No text vectors: the learned head needs the products' texts.")
+    rows = np.flatnonzero(np.abs(np.asarray(data.text)).sum(axis=1) > 0)
+    if len(rows) == 0:
+        raise TrainingDataError("No text vectors: the learned head needs the products' texts.")
+    joint = TrainingData(learned_input(data.vectors[rows], data.text[rows]), np.asarray(data.labels)[rows])
+    head = train_head(joint, replace(config, text_weight=0.0, pair_weight=0.0))
+    head.meta["learned"] = True
     return head

@@ -39,11 +39,12 @@ from imgrec_app.services.text import text_model
 
 
 def _weights(value: dict[str, float]) -> dict[str, float]:
-    """Weights as ``similar_products`` reads them (missing keys: image 1, text 0, coview 0)."""
+    """Weights as ``similar_products`` reads them (missing keys: image 1, the others 0)."""
     return {
         "image": float(value.get("image", 1.0)),
         "text": float(value.get("text", 0.0)),
         "coview": float(value.get("coview", 0.0)),
+        "learned": float(value.get("learned", 0.0)),
     }
 
 
@@ -121,14 +122,14 @@ class SimilarRunner:
         self.progress = progress
         self.coview_pairs = coview_pairs()
         self.vectors = measured_vectors(catalogue.image_model)
-        self._cache: dict[tuple[float, float, float], dict[str, Any]] = {}
+        self._cache: dict[tuple[float, float, float, float], dict[str, Any]] = {}
 
     def shelves(self, weights: dict[str, float], label: str) -> dict[str, Any]:
         """Precision scores of the real service with ``weights`` (cached per weight setting)."""
         w = _weights(weights)
         # Without co-view pairs the coview term is 0 for every candidate: shelves that differ
         # only in the coview weight are the same shelves, so they are built once.
-        key = (w["image"], w["text"], w["coview"] if self.coview_pairs else 0.0)
+        key = (w["image"], w["text"], w["coview"] if self.coview_pairs else 0.0, w["learned"])
         if key not in self._cache:
             shelves: dict[str, list[str]] = {}
             fallbacks = 0

@@ -8,6 +8,9 @@ is embedded with that head, and then, for the held-out products only:
 * **image-only precision@k**: the share of a held-out product's k nearest products (cosine, among
   the shop's recommendable products, itself excluded) that have its category; the untuned row is
   the same computation on the base vectors, so the two differ only by the head;
+* **as configured precision@k**: the same, on the shelf's fusion with ``SIMILAR_WEIGHTS``
+  (co-views left out): untuned = base image + text cosines (the shelf before tuning), tuned =
+  head image + text + learned (image + text head, also trained on the training folds only);
 * **classifier accuracy**: a logistic regression fitted on the training folds' (tuned or base)
   vectors predicts the held-out products' categories.
 
@@ -23,7 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from imgrec_app.ml.head import HeadConfig, ProjectionHead, TrainingData, train_head
+from imgrec_app.ml.head import (
+    HeadConfig,
+    ProjectionHead,
+    TrainingData,
+    TrainingDataError,
+    learned_input,
+    train_head,
+    train_learned_head,
+)
 
 LABEL = "Learned catalogue (held-out, k-fold by product)"
 
@@ -51,8 +62,22 @@ def precision_at_k(
     vectors: np.ndarray, labels: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int
 ) -> np.ndarray:
     """precision@k of each query row: share of its k nearest candidates with its label."""
-    V = _unit(np.asarray(vectors, dtype=np.float32))
-    sims = V[queries] @ V[candidates].T
+    return fused_precision_at_k([(1.0, vectors)], labels, queries, candidates, k)
+
+
+def fused_precision_at_k(
+    parts: list[tuple[float, np.ndarray]], labels: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int
+) -> np.ndarray:
+    """precision@k on the weighted sum of cosines, ``Σ weight · cos(vectors)`` (the shelf's fusion).
+
+    A row of zeros (a product without that modality) contributes 0, as a missing part does on
+    the shelf.
+    """
+    sims = np.zeros((len(queries), len(candidates)), dtype=np.float32)
+    for weight, vectors in parts:
+        if weight:
+            V = _unit(np.asarray(vectors, dtype=np.float32))
+            sims += weight * (V[queries] @ V[candidates].T)
     sims[queries[:, None] == candidates[None, :]] = -np.inf  # never its own neighbour
     kk = min(k, len(candidates) - 1)
     top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk] if kk > 0 else np.zeros((len(queries), 0), dtype=int)
@@ -70,6 +95,35 @@ def _classifier_accuracy(X: np.ndarray, labels: np.ndarray, train: np.ndarray, t
     clf = LogisticRegression(C=2.0, max_iter=500)
     clf.fit(X[tr], labels[tr])
     return float(np.mean(clf.predict(X[te]) == labels[te]))
+
+
+def _configured_weights(has_text: bool) -> dict[str, float]:
+    """The shelf's image/text/learned weights (``SIMILAR_WEIGHTS``; co-views are not simulated)."""
+    from imgrec_app.conf import imgrec_settings
+
+    weights = imgrec_settings.SIMILAR_WEIGHTS
+    return {
+        "image": float(weights.get("image", 1.0)),
+        "text": float(weights.get("text", 0.0)) if has_text else 0.0,
+        "learned": float(weights.get("learned", 0.0)) if has_text else 0.0,
+    }
+
+
+def _learned_vectors(data: TrainingData, train: np.ndarray, config: HeadConfig) -> np.ndarray | None:
+    """Every product's learned (image + text) vector from a head trained on ``train`` only.
+
+    Products without text get a row of zeros (they have no learned vector on the shelf either).
+    """
+    if not config.learned or data.text is None:
+        return None
+    try:
+        joint = train_learned_head(_subset(data, train), config)
+    except TrainingDataError:
+        return None
+    has = np.abs(np.asarray(data.text)).sum(axis=1) > 0
+    out = np.zeros((len(data.vectors), joint.dim), dtype=np.float32)
+    out[has] = joint.apply(learned_input(data.vectors[has], data.text[has]))
+    return out
 
 
 def held_out(
@@ -120,14 +174,17 @@ def held_out(
     except ImportError:  # pragma: no cover - comes with scikit-learn
         limits = None
     scores: dict[str, dict[str, list[float]]] = {
-        "untuned": {"precision": [], "classifier": []},
-        "tuned": {"precision": [], "classifier": []},
+        "untuned": {"precision": [], "configured": [], "classifier": []},
+        "tuned": {"precision": [], "configured": [], "classifier": []},
     }
+    text = _unit(np.asarray(data.text, dtype=np.float32)) if data.text is not None else None
+    w = _configured_weights(text is not None)
     per_fold = []
     for f, test in enumerate(split):
         train = np.setdiff1d(order, test)
         head: ProjectionHead = train_head(_subset(data, train), config)
         tuned = head.apply(data.vectors)
+        joint = _learned_vectors(data, train, config) if w["learned"] else None
         queries = test[labels[test] >= 0]
         row: dict[str, Any] = {"fold": f + 1, "queries": int(len(queries))}
         for name, X in (("untuned", base), ("tuned", tuned)):
@@ -135,6 +192,14 @@ def held_out(
                 p = precision_at_k(X, labels, queries, cand, k)
                 scores[name]["precision"] += p.tolist()
                 row[f"{name}_precision"] = float(p.mean())
+                parts = [(w["image"], X)]
+                if text is not None:
+                    parts.append((w["text"], text))
+                if name == "tuned" and joint is not None:
+                    parts.append((w["learned"], joint))
+                c = fused_precision_at_k(parts, labels, queries, cand, k)
+                scores[name]["configured"] += c.tolist()
+                row[f"{name}_configured"] = float(c.mean())
             acc = _classifier_accuracy(X, labels, train, test)
             if acc is not None:
                 scores[name]["classifier"] += [acc] * int(np.sum(labels[test] >= 0))
@@ -203,6 +268,16 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows = [
         (section, "image-only precision@k, untuned (base vectors)", pct(result["untuned"]["precision"])),
         (section, "image-only precision@k, tuned head", pct(result["tuned"]["precision"])),
+        (
+            section,
+            "as configured precision@k, untuned (base image + text vectors)",
+            pct(result["untuned"].get("configured")),
+        ),
+        (
+            section,
+            "as configured precision@k, tuned (head + text + learned image + text vectors)",
+            pct(result["tuned"].get("configured")),
+        ),
         (section, "classifier accuracy, untuned (base vectors)", pct(result["untuned"]["classifier"])),
         (section, "classifier accuracy, tuned head", pct(result["tuned"]["classifier"])),
     ]

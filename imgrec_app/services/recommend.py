@@ -230,6 +230,7 @@ REASONS = {
     "image": gettext_lazy("Looks similar"),
     "text": gettext_lazy("Similar description"),
     "coview": gettext_lazy("Often viewed together"),
+    "learned": gettext_lazy("Similar in this shop"),
 }
 
 

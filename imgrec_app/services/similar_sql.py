@@ -19,7 +19,7 @@ from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import get_product_model, visible_products
 from imgrec_app.models import CoView, ProductVector, ServingModel
 from imgrec_app.querysets import index_vector_type
-from imgrec_app.services import search, shelf_rows
+from imgrec_app.services import learned, search, shelf_rows
 from imgrec_app.services.text import text_model
 
 
@@ -67,6 +67,11 @@ def modalities(serving: tuple[str, int] | None) -> list[Modality]:
     tmodel = text_model()
     if tmodel is not None and weights.get("text", 0.0):
         out.append(Modality("text", tmodel[0], tmodel[1]))
+    if serving is not None and weights.get("learned", 0.0):
+        # A tuned head's learned image + text vectors (services/learned.py), while it serves.
+        joint = learned.serving_modality(serving[0])
+        if joint is not None:
+            out.append(Modality("learned", joint[0], joint[1]))
     return out
 
 

@@ -22,6 +22,7 @@ from django.utils import timezone
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import get_product_model, product_content_type, product_key
 from imgrec_app.models import PendingText, ProductVector
+from imgrec_app.services import learned
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +206,8 @@ def embed_products(product_ids: Iterable[Any], *, batch_size: int = 64) -> int:
             model_id=model_id,
             defaults={"vector": vec.tolist(), "modality": "text", "source_hash": h, "source_count": 1},
         )
+    # The active run's learned vectors are made from these texts: follow them.
+    learned.refresh([(ct.pk, pk) for pk, _, _ in todo])
     return len(todo)
 
 

@@ -11,6 +11,8 @@ Celery task on ``QUEUES["tune"]`` (``QUEUES["light"]`` when there is none).  The
 3. trains the head on every product and stores its weights in the run;
 4. writes the tuned vectors — ``head(base image vector)`` for every image, no decoding — under
    the new model id ``<base model id>:head<run pk>``, then the product vectors and HNSW index;
+   where the products have texts, a second (learned image + text) head's product vectors too
+   (``<tuned model id>:learned``, :mod:`imgrec_app.services.learned`);
 5. activates the run (unless it did not beat the untuned vectors held-out) and lets
    :func:`~imgrec_app.services.models.sync_serving_model` switch serving to it.
 
@@ -34,8 +36,17 @@ from django.utils import timezone
 
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import get_product_model, product_category, product_content_type
-from imgrec_app.ml.head import HeadConfig, ProjectionHead, TrainingData, TrainingDataError, check_data, train_head
+from imgrec_app.ml.head import (
+    HeadConfig,
+    ProjectionHead,
+    TrainingData,
+    TrainingDataError,
+    check_data,
+    train_head,
+    train_learned_head,
+)
 from imgrec_app.models import CoView, ImageEmbedding, ProductVector, TuningRun
+from imgrec_app.services import learned
 from imgrec_app.services.models import ModelRef, configured_model, serving_model
 from imgrec_app.services.text import text_model
 from imgrec_app.services.vectors import ensure_hnsw_index, refresh_product_vectors
@@ -246,9 +257,27 @@ def _execute(run: TuningRun) -> None:
     _update(run, status=Status.TRAINING, stage="Training on every product", progress=0.7)
     head = train_head(catalogue.data, config)
     _update(run, weights=head.to_bytes())
+    joint = _train_learned(run, catalogue, config)
     _update(run, status=Status.BACKFILLING, stage="Writing tuned vectors", progress=0.8)
     backfill(run, head)
+    if joint is not None:
+        ensure_hnsw_index(learned.model_id_of(run), joint.dim)
+        learned.backfill(run, joint)
     _finish(run)
+
+
+def _train_learned(run: TuningRun, catalogue: Catalogue, config: HeadConfig) -> ProjectionHead | None:
+    """Train and store the learned image + text head when the shop has texts (``HeadConfig.learned``)."""
+    if not config.learned or catalogue.data.text is None:
+        return None
+    _update(run, stage="Training the image + text head", progress=0.75)
+    try:
+        joint = train_learned_head(catalogue.data, config)
+    except TrainingDataError as exc:
+        logger.info("imgrec tuning run %s: no learned head (%s)", run.pk, exc)
+        return None
+    _update(run, learned_weights=joint.to_bytes())
+    return joint
 
 
 def _finish(run: TuningRun) -> None:
@@ -411,6 +440,10 @@ def activate(run_id: int) -> TuningRun:
     if run.base_model_id != ref.model_id:
         raise TuningRefused(f"Run {run.pk} tuned {run.base_model_id}; the configured backbone is {ref.model_id}.")
     backfill(run)
+    joint = learned.head_of(run)
+    if joint is not None:  # its inputs may have changed while the run was not active
+        ensure_hnsw_index(learned.model_id_of(run), joint.dim)
+        learned.backfill(run, joint)
     with transaction.atomic():
         TuningRun.objects.filter(is_active=True).exclude(pk=run.pk).update(is_active=False)
         _update(run, is_active=True)

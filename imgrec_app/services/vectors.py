@@ -18,6 +18,7 @@ from django.db import connection, transaction
 
 from imgrec_app.models import ImageEmbedding, IndexedImage, ProductVector
 from imgrec_app.querysets import index_vector_type
+from imgrec_app.services import learned
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,8 @@ def refresh_product_vectors(products: Iterable[tuple[int, str]], model_id: str) 
         )
         written = cursor.fetchone()[0]
     _refresh_product_labels(pairs, model_id)
+    # The active run's learned vectors are made from these base vectors: follow them.
+    learned.refresh(pairs, changed_model_id=model_id)
     return written
 
 

@@ -95,6 +95,7 @@ def _describe(run: Any) -> str:
         text += (
             f"\n  held-out ({m['folds']} folds by product) image-only precision@{m['k']}: "
             f"untuned {f(m['untuned']['precision'])} -> tuned {f(m['tuned']['precision'])}; "
+            f"as configured {f(m['untuned'].get('configured'))} -> {f(m['tuned'].get('configured'))}; "
             f"classifier {f(m['untuned']['classifier'])} -> {f(m['tuned']['classifier'])}"
         )
     if run.message:
