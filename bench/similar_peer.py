@@ -15,7 +15,9 @@ alternating request by request in a rotating order, for the same random products
 Per mode: p50/p95/p99 latency, the ratio to the peer, SQL statements per request and the time spent
 in them (``connection.execute_wrapper``; one multi-statement string counts as one statement: it
 is one round trip).  ``--variant image`` serves image vectors only (``SIMILAR_WEIGHTS`` text and
-coview 0), ``fused`` the demo's image + text + viewed-together weights.
+coview 0), ``fused`` the demo's image + text + viewed-together weights, ``learned`` those and the
+learned image + text vectors of a tuning run (``--tune``: one ``imgrec_tune --sync`` before the
+timing, rolled back after it, so the fused and image variants then read the tuned head too).
 
 Example::
 
@@ -38,6 +40,8 @@ from bench import _common as common  # noqa: E402
 VARIANTS = {
     "fused": {"SIMILAR_WEIGHTS": {"image": 1.0, "text": 1.0, "coview": 0.3}},
     "image": {"SIMILAR_WEIGHTS": {"image": 1.0, "text": 0.0, "coview": 0.0}},
+    # With a tuned head serving (--tune): the learned image + text branch as well (services/learned.py).
+    "learned": {"SIMILAR_WEIGHTS": {"image": 1.0, "text": 1.0, "coview": 0.3, "learned": 1.0}},
 }
 
 
@@ -166,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p = common.parser(__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=300, help="timed requests per mode and variant")
     p.add_argument("--per-category", type=int, default=20, help="demo products per category to seed")
-    p.add_argument("--variant", action="append", choices=sorted(VARIANTS), help="fused and/or image (default both)")
+    p.add_argument("--variant", action="append", choices=sorted(VARIANTS), help="fused, image, learned (default: the first two)")
+    p.add_argument("--tune", action="store_true", help="serve a tuned head (imgrec_tune --sync) while measuring")
     args = p.parse_args(argv)
     variants = args.variant or ["fused", "image"]
 
@@ -178,12 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     from bench.serving_load import prepare_catalogue
 
     products = [pk for pk, _ in prepare_catalogue(args.per_category)]
+    if args.tune:
+        from django.core.management import call_command
+
+        call_command("imgrec_tune", "--sync", verbosity=0)
     settings.ROOT_URLCONF = "bench.peer_view"
     clear_url_caches()
     print(f"{len(products)} indexed products; modes {modes()}", flush=True)
     rows = []
-    for v in variants:
-        rows += run_variant(v, products, args.requests, args.seed)
+    try:
+        for v in variants:
+            rows += run_variant(v, products, args.requests, args.seed)
+    finally:
+        if args.tune:
+            call_command("imgrec_tune", "--rollback", verbosity=0)
     common.print_table(
         rows,
         ["variant", "request", "requests", "p50 ms", "p95 ms", "p99 ms", "÷ peer p50", "÷ peer p95", "statements", "SQL ms"],
