@@ -134,6 +134,18 @@ def test_learned_vectors_are_served_and_follow_texts_images_and_rollback(make_pr
     newcomer.save()
     assert _learned(run, [newcomer]) == {}
 
-    # Rolled back: the base vectors serve and the learned modality is not fused any more.
+    # Pruning keeps the serving run's learned vectors.
+    from imgrec_app.services.reindex import prune_vectors
+
+    prune_vectors()
+    assert len(_learned(run, products)) == len(products)
+
+    # Rolled back: the base vectors serve and the learned modality is not fused any more; a prune
+    # then drops the learned vectors with the head's (an --activate writes them again).
     tuning.rollback()
     assert not any(i.source == "similar:learned" for i in _learned_shelf(products[0]))
+    prune_vectors()
+    assert _learned(run, products) == {}
+    call_command("imgrec_tune", "--activate", str(run.pk), stdout=io.StringIO())
+    assert len(_learned(run, products)) == len(products)
+    assert all(i.source == "similar:learned" for i in _learned_shelf(products[0]))

@@ -15,7 +15,7 @@ from django.utils import timezone
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.hosts import image_sources, product_key
 from imgrec_app.models import ImageEmbedding, IndexedImage, ReindexRun
-from imgrec_app.services import broker, indexing
+from imgrec_app.services import broker, indexing, learned
 from imgrec_app.services.models import configured_model, serving_model
 
 logger = logging.getLogger(__name__)
@@ -272,4 +272,7 @@ def prune_vectors(*, keep: Sequence[str] | None = None) -> dict[str, int]:
         keep_ids.add(serving.model_id)
     images, _ = ImageEmbedding.objects.exclude(model_id__in=keep_ids).delete()
     products, _ = ProductVector.objects.filter(modality="image").exclude(model_id__in=keep_ids).delete()
-    return {"image_vectors": images, "product_vectors": products}
+    # Learned (image + text) vectors go with their tuned model (services/learned.py).
+    learned_ids = {f"{m}{learned.SUFFIX}" for m in keep_ids}
+    joint, _ = ProductVector.objects.filter(modality="learned").exclude(model_id__in=learned_ids).delete()
+    return {"image_vectors": images, "product_vectors": products + joint}
