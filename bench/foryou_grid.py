@@ -127,19 +127,87 @@ def ceiling(
         for i in ranked:
             ranked_in[catalogue.category.get(i)].append(i)
         for truth, (seen, held) in zip(truths, split):
-            taken = set(seen)
-            weights = Counter(catalogue.category.get(i) for i in seen)
-            shelf: list[str] = []
-            for cat, w in sorted(weights.items(), key=lambda kv: -kv[1]):  # Baselines.category_popular
-                picked = _take(ranked_in.get(cat, []), taken, min(max(1, math.ceil(k * w / len(seen))), k - len(shelf)))
-                shelf += picked
-                taken.update(picked)
-            shelf += _take(ranked, taken, k - len(shelf))
-            base_hits.append(bool(set(held) & set(shelf)))
+            base_hits.append(bool(set(held) & set(_baseline_shelf(catalogue, ranked, ranked_in, seen, k))))
             p = truth(set(seen))
             oracle_hits.append(bool(set(held) & set(sorted(p, key=lambda i: -p[i])[:k])))
     b, o = float(np.mean(base_hits)), float(np.mean(oracle_hits))
     return {"seeds": seeds, "shoppers_each": shoppers, "baseline": b, "oracle": o, "ratio": o / b, "model": model}
+
+
+def _baseline_shelf(catalogue: Any, ranked: list[str], ranked_in: dict, seen: list[str], k: int) -> list[str]:
+    """Baselines.category_popular: the viewed categories' most viewed products, by share."""
+    taken = set(seen)
+    weights = Counter(catalogue.category.get(i) for i in seen)
+    shelf: list[str] = []
+    for cat, w in sorted(weights.items(), key=lambda kv: -kv[1]):
+        picked = _take(ranked_in.get(cat, []), taken, min(max(1, math.ceil(k * w / len(seen))), k - len(shelf)))
+        shelf += picked
+        taken.update(picked)
+    return shelf + _take(ranked, taken, k - len(shelf))
+
+
+def _estimated_p(i: str, catalogue: Any, world: Any, shopper: Any, share: dict, views: Counter) -> float:
+    """P(next view) with the history's category shares, view counts (+1) and the TRUE taste."""
+    from imgrec_app.services import evaluation_taste as et
+
+    w = views.get(i, 0) + 1.0
+    if shopper.colour is not None and world.colour.get(i) == shopper.colour:
+        w *= et.TASTE_BOOST
+    if world.style.get(i) == shopper.style:
+        w *= et.TASTE_BOOST
+    c = catalogue.category.get(i)
+    return (et.PREFERRED_SHARE * share.get(c, 0.0) + (1 - et.PREFERRED_SHARE) / len(world.cats)) * w
+
+
+def taste_bounds(catalogue: Any, *, seeds: int, shoppers: int, events: int, k: int, colours: dict) -> dict[str, float]:
+    """What each piece of knowledge is worth on the taste shoppers: hit rate@k ÷ the best baseline.
+
+    Rankers by the generator's own P(next view) (``taste_next_view_probabilities``) given more or
+    less of the truth: the full oracle; without the taste (true categories and popularity only);
+    with the categories *estimated* from the history's shares (all a shelf can know) and the true
+    popularity, with and without the true colour and style; and with the categories estimated,
+    the popularity estimated from the views (+1) and the true colour and style — an upper bound for
+    any shelf that must estimate categories and popularity from the data, however well it reads
+    the taste.
+    """
+    from imgrec_app.services import evaluation_taste as et
+    from imgrec_app.services.evaluation_common import HELD_OUT_SHARE
+
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for seed in range(seeds):
+        rng = random.Random(1000 + seed)
+        world, sessions = et.simulate_taste_shoppers(catalogue, count=shoppers, events=events, rng=rng, colours=colours)
+        if world is None:
+            break
+        cut = [max(1, round(HELD_OUT_SHARE * len(b))) for _, b in sessions]
+        split = [(b[:-n], b[-n:]) for (_, b), n in zip(sessions, cut)]
+        views = Counter(i for seen, _ in split for i in seen)
+        ranked = sorted(catalogue.recommendable, key=lambda i: -views.get(i, 0))
+        ranked_in: dict[str, list[str]] = defaultdict(list)
+        for i in ranked:
+            ranked_in[catalogue.category.get(i)].append(i)
+        candidates = [i for i in catalogue.recommendable if catalogue.category.get(i) in world.by_cat]
+        for (shopper, _), (seen, held) in zip(sessions, split):
+            held_set, seen_set = set(held), set(seen)
+            hits["best baseline"].append(bool(held_set & set(_baseline_shelf(catalogue, ranked, ranked_in, seen, k))))
+            shares = Counter(catalogue.category.get(i) for i in seen)
+            est = ([c for c in shares], [n / len(seen) for n in shares.values()])
+            rankers = {
+                "oracle": (shopper.preferred, shopper.shares, shopper.colour, shopper.style),
+                "oracle without the taste": (shopper.preferred, shopper.shares, None, -1),
+                "estimated categories, true popularity": (*est, None, -1),
+                "estimated categories, true popularity, true taste": (*est, shopper.colour, shopper.style),
+            }
+            for name, (pref, sh, colour, style) in rankers.items():
+                who = et.TasteShopper(list(pref), list(sh), colour, style)
+                p = et.taste_next_view_probabilities(world, who, seen_set)
+                hits[name].append(bool(held_set & set(sorted(p, key=lambda i: -p[i])[:k])))
+            share = dict(zip(*est))
+            unseen = (i for i in candidates if i not in seen_set)
+            top = sorted(unseen, key=lambda i: (-_estimated_p(i, catalogue, world, shopper, share, views), i))[:k]
+            hits["estimated categories and popularity, true taste"].append(bool(held_set & set(top)))
+    base = float(np.mean(hits["best baseline"]))
+    return {name: float(np.mean(h)) / base for name, h in hits.items()} | {"baseline hit rate": base, "seeds": seeds}
 
 
 def main() -> None:
@@ -153,6 +221,7 @@ def main() -> None:
     parser.add_argument("--ceiling-only", action="store_true", help="only the ceiling (no shelves are built)")
     parser.add_argument("--shopper-model", choices=("category", "taste"), default="category")
     parser.add_argument("--background", type=int, default=0, help="background shoppers (written, never evaluated)")
+    parser.add_argument("--taste-bounds", type=int, default=0, help="only taste_bounds() on N seeds (no shelves)")
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_demo.settings")
@@ -169,6 +238,16 @@ def main() -> None:
         colours = product_colours(catalogue)
         print("colour families of the photos:", dict(Counter(colours.values()).most_common()))
     kw = {"model": args.shopper_model, "background": args.background, "colours": colours}
+    if args.taste_bounds:
+        from imgrec_app.services.evaluation_taste import product_colours
+
+        colours = colours or product_colours(catalogue)
+        b = taste_bounds(
+            catalogue, seeds=args.taste_bounds, shoppers=args.shoppers, events=10, k=args.k, colours=colours
+        )
+        for name, value in b.items():
+            print(f"  {name:50s} {value:.3f}")
+        return
     if args.ceiling_only:
         c = ceiling(catalogue, seeds=args.ceiling or 20, shoppers=args.shoppers, events=10, k=args.k, **kw)
         print(json.dumps(c))
