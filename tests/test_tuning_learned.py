@@ -17,8 +17,11 @@ from django.test.utils import override_settings
 
 from imgrec_app.ml.head import HeadConfig, TrainingData, learned_input, train_learned_head
 from imgrec_app.models import ProductVector, TuningRun
+from tests import test_tuning
 from tests.conftest import CATALOGUE_DIR
-from tests.test_tuning import FAST, _add_products, _split, demo_vectors  # noqa: F401  (fixture)
+from tests.test_tuning import FAST, _add_products, _split
+
+demo_vectors = test_tuning.demo_vectors  # the session fixture: demo photos through the real weights
 
 LEARNED_ONLY = {"image": 0.0, "text": 0.0, "coview": 0.0, "learned": 1.0}
 
@@ -80,7 +83,7 @@ def _learned_shelf(product) -> list:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_learned_vectors_are_served_and_follow_texts_images_and_rollback(make_product, demo_vectors, settings):  # noqa: F811
+def test_learned_vectors_are_served_and_follow_texts_images_and_rollback(make_product, demo_vectors, settings):
     from imgrec_app.services import indexing, text, tuning
     from imgrec_app.services.similar_sql import modalities
 
@@ -149,3 +152,35 @@ def test_learned_vectors_are_served_and_follow_texts_images_and_rollback(make_pr
     call_command("imgrec_tune", "--activate", str(run.pk), stdout=io.StringIO())
     assert len(_learned(run, products)) == len(products)
     assert all(i.source == "similar:learned" for i in _learned_shelf(products[0]))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_learned_refresh_loses_no_text_or_image_vector(
+    make_product, demo_vectors, settings, monkeypatch, caplog
+):
+    """The learned vectors are derived: if computing them fails, the text vector (and the image
+    vectors) the caller writes are still stored, and the failure is logged."""
+    from imgrec_app.ml.text import TEXT_MODELS
+    from imgrec_app.services import learned, text
+
+    settings.IMGREC = {**settings.IMGREC, "TEXT_MODEL": "all-MiniLM-L6-v2", "TUNING_FOLDS": 0}
+    early, late = _split(demo_vectors)
+    products = _add_products(make_product, early, demo_vectors)
+    _with_texts(products, early)
+    call_command("imgrec_tune", "--sync", "--config", json.dumps(FAST), stdout=io.StringIO())
+    run = TuningRun.objects.first()
+    assert run.is_active and run.learned_weights is not None
+
+    def broken(*args, **kwargs):
+        raise FloatingPointError("head exploded")
+
+    monkeypatch.setattr(learned, "learned_input", broken)
+    products[0].description = "Another text, so that a new text vector is written."
+    products[0].save()
+    assert text.embed_products([products[0].pk]) == 1
+    stored = ProductVector.objects.get(object_id=str(products[0].pk), model_id=TEXT_MODELS["all-MiniLM-L6-v2"][0])
+    assert stored.source_hash == text.text_hash(text.product_text(products[0]))
+    assert "learned vectors of 1 product(s) not refreshed" in caplog.text
+    # A new photo: its image vectors are stored all the same.
+    newcomer = _add_products(make_product, late[:1], demo_vectors)[0]
+    assert ProductVector.objects.filter(object_id=str(newcomer.pk), model_id=run.base_model_id).exists()

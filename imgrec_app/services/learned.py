@@ -17,6 +17,7 @@ tuning import it).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,6 +27,8 @@ from django.db import transaction
 from imgrec_app.conf import imgrec_settings
 from imgrec_app.ml.head import ProjectionHead, learned_input
 from imgrec_app.models import ProductVector, TuningRun
+
+logger = logging.getLogger(__name__)
 
 SUFFIX = ":learned"
 BATCH = 1000
@@ -168,4 +171,13 @@ def refresh(products: Iterable[tuple[int, str]], *, changed_model_id: str | None
     if run is None or (changed_model_id is not None and changed_model_id != run.base_model_id):
         return 0
     head = head_of(run)
-    return write(run, head, products) if head is not None else 0
+    if head is None:
+        return 0
+    try:
+        return write(run, head, products)
+    except Exception:
+        # The caller's own write (image or text vectors) must not be lost over the derived
+        # vectors: logged; the product keeps its previous learned vector (``imgrec_tune
+        # --activate`` rewrites them all).
+        logger.exception("imgrec: learned vectors of %s product(s) not refreshed (run %s)", len(products), run.pk)
+        return 0
