@@ -48,11 +48,48 @@ def celery_app_real() -> Any:
     return app
 
 
+# The session worker's app once it runs (see _settle_worker_before_flush).
+_RUNNING: dict[str, Any] = {}
+
+
+def _settle(app: Any, timeout: float = 60) -> None:
+    """Purge imgrec's queues and let the worker finish what it already took."""
+    from celery.worker import state
+
+    _purge(app)
+    deadline = time.monotonic() + timeout
+    while (state.active_requests or state.reserved_requests) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def _settle_worker_before_flush(request: Any) -> Iterator[None]:
+    """A transactional test's own tasks must not run while its tables are truncated.
+
+    A test that saves products in a real transaction publishes tasks after commit (text vectors,
+    image indexing) even when it does not ask for ``celery_worker``; once the session worker runs
+    (an earlier test started it), it takes them at once. Left running into the test's teardown,
+    such a task (``FOR UPDATE`` on its claim rows) deadlocks with the flush's ``TRUNCATE``
+    (measured: ``DeadlockDetected`` in ``test_shelves_read_from_the_replica_alias``'s teardown).
+    This fixture is set up after the database fixture, so it tears down before the flush.
+    """
+    marker = request.node.get_closest_marker("django_db")
+    transactional = "transactional_db" in request.fixturenames or bool(
+        marker and marker.kwargs.get("transaction")
+    )
+    if transactional:
+        request.getfixturevalue("_django_db_helper")
+    yield
+    if transactional and "app" in _RUNNING:
+        _settle(_RUNNING["app"])
+
+
 @pytest.fixture(scope="session")
 def _session_worker(celery_app_real: Any, django_db_blocker: Any) -> Iterator[Any]:
     from celery.contrib.testing.worker import start_worker
 
     _purge(celery_app_real)
+    _RUNNING["app"] = celery_app_real
     with start_worker(
         celery_app_real,
         pool="solo",
