@@ -48,11 +48,10 @@ DEFAULTS: dict[str, Any] = {
     # Keyword options passed to the backbone factory, e.g. ``{"weights_path": "/models/r50.pth"}``,
     # plus the recipe keys "preprocess" ("crop" | "pad" | "product") and "pooling" ("avg" | "gem",
     # optionally "+flip" and/or "+multi": multi-layer features, 1664 dims on Lite0); the recipe is
-    # part of the model id.  Default ``{}``: the centre-crop
-    # recipe (model id ``...:p1``).  ``{"preprocess": "product", "pooling": "gem"}`` measured better
-    # on both evaluation catalogues (docs/EVALUATION.md) but worse on the real-photo end-to-end
-    # check (17 of 20 photos nearer their own kind, against 18+), so it is opt-in until that is
-    # understood.
+    # part of the model id.  Default ``{}``: the backbone's own recipe; for EfficientNet-Lite that
+    # is product framing, GeM and multi-layer features (model id ``...:prod1-gem-multi``, 1664 dims
+    # on Lite0), the best measured on both evaluation catalogues (docs/EVALUATION.md).
+    # ``{"preprocess": "crop", "pooling": "avg"}`` keeps the original recipe (``...:p1``, 1280).
     "BACKBONE_OPTIONS": {},
     # "auto": serve a new backbone's vectors as soon as its backfill is complete;
     # "manual": keep serving the old ones until ``imgrec_switch_model`` is run.
@@ -67,11 +66,12 @@ DEFAULTS: dict[str, Any] = {
     "CUDA_AMP": "fp16",
     # Precision of the forward pass: "fp32", or "bf16" (bfloat16 autocast, about 2x faster on CPUs
     # with AVX512-BF16/AMX; refused where the device has no native bf16).  Part of the model id
-    # ("...:p1-bf16"): switching re-embeds the catalogue like a new backbone.
+    # ("...:prod1-gem-multi-bf16"): switching re-embeds the catalogue like a new backbone.
     "PRECISION": "fp32",
     # Who decodes JPEGs: "pillow" (decode threads, draft mode) or "torchvision" (batched
     # ``torchvision.io.decode_jpeg`` on the model's device: nvjpeg on CUDA; resize on the device;
-    # other formats through Pillow).  For GPU workers; part of the model id ("...:p1-tv").
+    # other formats through Pillow).  For GPU workers, with BACKBONE_OPTIONS["preprocess"] = "crop"
+    # (it implements that recipe only: check E054); part of the model id ("...:p1-tv").
     "DECODER": "pillow",
     # Threads that decode and preprocess the next batch while the model runs.
     "DECODE_WORKERS": 2,

@@ -149,7 +149,7 @@ IMGREC: dict[str, Any] = {
 }
 
 # The demo's backbone recipe from the environment (JSON), e.g. to measure another model id:
-# IMGREC_BACKBONE_OPTIONS='{"preprocess": "product", "pooling": "gem+multi"}' (imgrec's system check
+# IMGREC_BACKBONE_OPTIONS='{"preprocess": "crop", "pooling": "avg"}' (the original p1 vectors; imgrec's system check
 # E003 refuses unknown values).
 if os.environ.get("IMGREC_BACKBONE_OPTIONS"):
     try:

@@ -292,7 +292,10 @@ def test_e054_unknown_decoder_or_one_the_recipe_cannot_use() -> None:
     assert "opencv" in only(run(DECODER="opencv"), "imgrec_app.E054").msg
     message = only(run(DECODER="torchvision", BACKBONE_OPTIONS={"preprocess": "pad"}), "imgrec_app.E054")
     assert "'crop' recipe only" in message.msg
-    assert run(DECODER="torchvision") == []
+    # EfficientNet-Lite's default recipe is "product": the decoder needs "crop" named.
+    default = only(run(DECODER="torchvision"), "imgrec_app.E054")
+    assert "'product'" in default.msg and "BACKBONE_OPTIONS['preprocess'] = 'crop'" in default.hint
+    assert run(DECODER="torchvision", BACKBONE_OPTIONS={"preprocess": "crop"}) == []
 
 
 def test_w053_bf16_on_a_cpu_without_native_bf16() -> None:

@@ -62,8 +62,12 @@ KNOWN_LABELS = {
 
 
 def test_real_catalogue_images_end_to_end(celery_worker, tmp_path):
-    """~20 real images of 4 kinds through the seed command and a real worker: all ready, kinds
-    cluster, generic labels make sense, the shop-category classifier learns the kinds."""
+    """Every picture of 4 demo kinds (126) through the seed command and a real worker: all ready,
+    kinds cluster, generic labels make sense, the shop-category classifier learns the kinds.
+
+    All of them, not a sample: on 20 pictures a recipe change moved the clustering count by ±2
+    pictures either way (docs/EVALUATION.md, "The default recipe"), which says nothing about the
+    recipe; on 126 the count follows the catalogue-wide measurements."""
     import io
     import shutil
 
@@ -75,13 +79,11 @@ def test_real_catalogue_images_end_to_end(celery_worker, tmp_path):
 
     for kind in KINDS:
         (tmp_path / kind).mkdir()
-        files = sorted((CATALOGUE_DIR / "images" / kind).glob("*.png"))[:5]
-        wanted = [f for f in (CATALOGUE_DIR / "images" / kind).glob("*.png") if f.stem in KNOWN_LABELS]
-        for f in {*files, *wanted}:
+        for f in (CATALOGUE_DIR / "images" / kind).glob("*.png"):
             shutil.copy(f, tmp_path / kind / f.name)
     call_command("seed_demo", images=tmp_path, stdout=io.StringIO(), verbosity=0)
     products = list(Product.objects.select_related("category"))
-    assert len(products) >= 20
+    assert len(products) >= 120
     ids = list(IndexedImage.objects.values_list("pk", flat=True))
     wait_for(lambda: not IndexedImage.objects.filter(status__in=["pending", "processing"]).exists(), timeout=300)
     assert IndexedImage.objects.filter(status="ready").count() == len(ids) == len(products)

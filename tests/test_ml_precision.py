@@ -19,11 +19,14 @@ pytestmark = pytest.mark.torch
 
 def test_precision_and_decoder_are_part_of_the_model_id() -> None:
     spec = get_backbone("efficientnet_lite0")
-    assert spec.with_options({}).model_id() == "efficientnet_lite0:imagenet1k-pypi0.1:p1"
+    assert spec.with_options({}).model_id() == "efficientnet_lite0:imagenet1k-pypi0.1:prod1-gem-multi"
+    crop = {"preprocess": "crop", "pooling": "avg"}
+    assert spec.with_options(crop).model_id() == "efficientnet_lite0:imagenet1k-pypi0.1:p1"
     assert spec.with_options({"precision": "fp32", "decoder": "pillow"}) is spec
-    assert spec.with_options({"precision": "bf16"}).model_id().endswith(":p1-bf16")
-    assert spec.with_options({"decoder": "torchvision"}).model_id().endswith(":p1-tv")
-    both = spec.with_options({"decoder": "torchvision", "precision": "bf16", "pooling": "gem"})
+    assert spec.with_options({"precision": "bf16"}).model_id().endswith(":prod1-gem-multi-bf16")
+    assert spec.with_options({**crop, "precision": "bf16"}).model_id().endswith(":p1-bf16")
+    assert spec.with_options({**crop, "decoder": "torchvision"}).model_id().endswith(":p1-tv")
+    both = spec.with_options({"decoder": "torchvision", "precision": "bf16", "pooling": "gem", "preprocess": "crop"})
     assert both.model_id().endswith(":p1-gem-tv-bf16")
     with pytest.raises(ValueError, match="precision"):
         spec.with_options({"precision": "fp8"})
@@ -31,6 +34,8 @@ def test_precision_and_decoder_are_part_of_the_model_id() -> None:
         spec.with_options({"decoder": "opencv"})
     with pytest.raises(ValueError, match="'crop' recipe only"):
         spec.with_options({"decoder": "torchvision", "preprocess": "product"})
+    with pytest.raises(ValueError, match="'crop' recipe only.*preprocess'\\] = 'crop'"):
+        spec.with_options({"decoder": "torchvision"})  # Lite's default recipe is "product"
 
 
 def test_native_bf16_follows_the_cpu_flags() -> None:

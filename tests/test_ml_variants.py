@@ -39,11 +39,18 @@ def model_id(name: str, **options: Any) -> str:
     return spec.model_id(weights_version_for(spec, options))
 
 
-def test_the_original_configuration_keeps_its_model_id() -> None:
-    # Stored vectors carry this id: the default recipe must not rename them.
-    assert model_id("efficientnet_lite0") == "efficientnet_lite0:imagenet1k-pypi0.1:p1"
-    assert model_id("efficientnet_lite0", preprocess="crop", pooling="avg") == model_id("efficientnet_lite0")
-    assert model_id("resnet18") == "resnet18:imagenet1k_v1:p1"
+def test_the_original_recipe_keeps_its_model_id() -> None:
+    # Stored vectors carry this id: naming the original recipe must not rename them.
+    assert model_id("efficientnet_lite0", preprocess="crop", pooling="avg") == "efficientnet_lite0:imagenet1k-pypi0.1:p1"
+    assert model_id("resnet18") == "resnet18:imagenet1k_v1:p1"  # torchvision backbones keep it as default
+
+
+def test_efficientnet_lites_default_recipe_is_product_framing_gem_and_multi_layer() -> None:
+    for name, dim in (("efficientnet_lite0", 1664), ("efficientnet_lite1", 1664), ("efficientnet_lite2", 1696)):
+        assert model_id(name) == f"{name}:imagenet1k-pypi0.1:prod1-gem-multi"
+        assert model_id(name) == model_id(name, preprocess="product", pooling="gem+multi")
+        assert get_backbone(name).dim == dim
+        assert get_backbone(name).with_options({"preprocess": "crop", "pooling": "avg"}).dim == 1280
 
 
 def test_every_variant_has_its_own_model_id() -> None:
@@ -89,10 +96,11 @@ def test_gem_is_refused_on_a_backbone_that_cannot_build_it() -> None:
 def test_the_encoder_preprocesses_by_its_recipe() -> None:
     img = wide_product()
     np.testing.assert_array_equal(lite0(preprocess="product").preprocess(img), frame_product(img, size=224))
+    np.testing.assert_array_equal(lite0().preprocess(img), frame_product(img, size=224))  # the default
     np.testing.assert_array_equal(
         lite0(preprocess="pad").preprocess(img), frame_product(img, size=224, crop_object=False)
     )
-    assert not np.array_equal(lite0().preprocess(img), frame_product(img, size=224))
+    assert not np.array_equal(lite0(preprocess="crop").preprocess(img), frame_product(img, size=224))
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
@@ -106,7 +114,7 @@ def test_pooling_variants_give_unit_vectors_of_the_backbones_size(pooling: str) 
 
 def test_gem_differs_from_average_pooling_but_keeps_the_labels() -> None:
     img = asymmetric_product()
-    avg, gem = lite0(preprocess="product"), lite0(preprocess="product", pooling="gem")
+    avg, gem = lite0(preprocess="product", pooling="avg"), lite0(preprocess="product", pooling="gem")
     arrays = np.stack([avg.preprocess(img)])
     a, g = avg.encode_arrays(arrays), gem.encode_arrays(arrays)
     assert float(a.vectors[0] @ g.vectors[0]) < 0.99
@@ -145,7 +153,7 @@ def test_multi_layer_pooling_has_its_own_model_id_and_size() -> None:
     assert model_id("efficientnet_lite0", preprocess="product", pooling="multi+flip+gem") == (
         "efficientnet_lite0:imagenet1k-pypi0.1:prod1-gem-flip-multi"
     )
-    lite0_spec = get_backbone("efficientnet_lite0")
+    lite0_spec = get_backbone("efficientnet_lite0").with_options({"pooling": "gem"})
     multi = lite0_spec.with_options({"pooling": "gem+multi"})
     assert (lite0_spec.dim, multi.dim) == (1280, 1280 + 2 * 192)
     # Applying options again (or going back) never counts the extra dimensions twice.

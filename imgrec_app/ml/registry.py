@@ -125,7 +125,7 @@ class BackboneSpec:
         if decoder != "pillow" and preprocess != "crop":
             raise ValueError(
                 f"The {decoder} decoder implements the 'crop' recipe only, not {preprocess!r}; "
-                "use DECODER 'pillow' with it."
+                "set BACKBONE_OPTIONS['preprocess'] = 'crop' to use it, or DECODER 'pillow'."
             )
         multi = "multi" in pooling.split("+")[1:]
         if multi and not self.multi_dims:
