@@ -41,7 +41,8 @@ def model_id(name: str, **options: Any) -> str:
 
 def test_the_original_recipe_keeps_its_model_id() -> None:
     # Stored vectors carry this id: naming the original recipe must not rename them.
-    assert model_id("efficientnet_lite0", preprocess="crop", pooling="avg") == "efficientnet_lite0:imagenet1k-pypi0.1:p1"
+    original = model_id("efficientnet_lite0", preprocess="crop", pooling="avg")
+    assert original == "efficientnet_lite0:imagenet1k-pypi0.1:p1"
     assert model_id("resnet18") == "resnet18:imagenet1k_v1:p1"  # torchvision backbones keep it as default
 
 
