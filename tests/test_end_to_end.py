@@ -73,6 +73,7 @@ def test_real_catalogue_images_end_to_end(celery_worker, tmp_path):
 
     from django.core.management import call_command
 
+    from imgrec_app.ml.linear import CANDIDATE_CS
     from imgrec_app.services import classifier
     from shop_demo.catalog.models import Product
     from tests.conftest import CATALOGUE_DIR
@@ -112,6 +113,7 @@ def test_real_catalogue_images_end_to_end(celery_worker, tmp_path):
 
     report = classifier.train(folds=5)
     assert report.categories == 4 and report.samples == len(products)
+    assert report.C in CANDIDATE_CS  # chosen by inner cross-validation (imgrec_app.ml.linear)
     assert report.cv_accuracy > report.baseline_accuracy + 0.3
     predicted = classifier.predict(by_slug["b-flat-trumpet"])
     assert predicted is not None and predicted[0] == str(by_slug["b-flat-trumpet"].category_id)

@@ -72,6 +72,9 @@ class TrainingReport:
     folds: int
     predictions: int
     disagreements: int
+    # The logistic regression's inverse regularisation strength (chosen by inner cross-validation
+    # on the training products unless fixed by the caller).
+    C: float = 0.0
 
 
 def _product_vectors(model_id: str) -> tuple[list[str], np.ndarray]:
@@ -126,19 +129,22 @@ def _categories_of(ids: list[str]) -> dict[str, str | None]:
     return {str(pk): product_category(p) for pk, p in products.items()}
 
 
-def train(*, folds: int = 5, min_per_class: int = 2, C: float = 2.0) -> TrainingReport:
+def train(*, folds: int = 5, min_per_class: int = 2, C: float | None = None) -> TrainingReport:
     """Train, cross-validate, store and apply a category classifier.
 
     Args:
         folds: k of the stratified k-fold cross-validation (reduced for small classes).
         min_per_class: categories with fewer labelled products are left out of training.
-        C: inverse regularisation strength of the logistic regression.
+        C: inverse regularisation strength of the logistic regression; None (the default) chooses
+            it among ``ml.linear.CANDIDATE_CS`` by an inner cross-validation on the training
+            products (inside each fold of the reported cross-validation too, so it stays held-out).
 
     Raises:
         NotEnoughData: when there is nothing sensible to learn from.
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    from imgrec_app.ml.linear import ChosenCLogistic
 
     serving = serving_model()
     if serving is None:
@@ -161,7 +167,7 @@ def train(*, folds: int = 5, min_per_class: int = 2, C: float = 2.0) -> Training
     X_train = X[mask]
     y_train = np.array([y for y in y_all if y in keep])
     k = max(2, min(folds, min(np.unique(y_train, return_counts=True)[1])))
-    clf = LogisticRegression(C=C, max_iter=2000)
+    clf = ChosenCLogistic(C=C)
     cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=0)
     scores = cross_val_score(clf, X_train, y_train, cv=cv)
     values, value_counts = np.unique(y_train, return_counts=True)
@@ -187,7 +193,7 @@ def train(*, folds: int = 5, min_per_class: int = 2, C: float = 2.0) -> Training
             is_active=True,
         )
         written, disagreements = _predict_all(record, ids, X, labels)
-    logger.info("Trained category classifier %s: cv accuracy %.3f", record.pk, scores.mean())
+    logger.info("Trained category classifier %s: cv accuracy %.3f, C %g", record.pk, scores.mean(), clf.C_)
     return TrainingReport(
         classifier_id=record.pk,
         samples=int(mask.sum()),
@@ -197,6 +203,7 @@ def train(*, folds: int = 5, min_per_class: int = 2, C: float = 2.0) -> Training
         folds=k,
         predictions=written,
         disagreements=disagreements,
+        C=clf.C_,
     )
 
 

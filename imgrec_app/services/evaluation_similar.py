@@ -251,9 +251,9 @@ def evaluate_grid(catalogue: Catalogue, runner: SimilarRunner) -> dict[str, Any]
 
 def evaluate_classifier(catalogue: Catalogue, *, folds: int, progress: Progress) -> dict[str, Any]:
     """k-fold accuracy of the shop's classifier, of linear probes, and of the majority class."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+    from imgrec_app.ml.linear import ChosenCLogistic
     from imgrec_app.services import classifier
 
     out: dict[str, Any] = {"methods": {}}
@@ -288,7 +288,7 @@ def evaluate_classifier(catalogue: Catalogue, *, folds: int, progress: Progress)
     cv = StratifiedKFold(n_splits=report.folds, shuffle=True, random_state=0)
     best_pred = None
     for name, (label, X) in progress(list(features.items()), "classifier probes", len(features)):
-        pred = cross_val_predict(LogisticRegression(C=2.0, max_iter=2000), X, y, cv=cv)
+        pred = cross_val_predict(ChosenCLogistic(), X, y, cv=cv)  # the shop classifier's learner
         out["methods"][name] = {"label": label, "accuracy": float(np.mean(pred == y))}
         best_pred = pred
     out["methods"]["majority"] = {

@@ -86,13 +86,13 @@ def fused_precision_at_k(
 
 
 def _classifier_accuracy(X: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.ndarray) -> float | None:
-    from sklearn.linear_model import LogisticRegression
+    from imgrec_app.ml.linear import ChosenCLogistic
 
     tr = train[labels[train] >= 0]
     te = test[labels[test] >= 0]
     if len(te) == 0 or len(np.unique(labels[tr])) < 2:
         return None
-    clf = LogisticRegression(C=2.0, max_iter=500)
+    clf = ChosenCLogistic()  # the shop classifier's learner, C chosen on the training fold
     clf.fit(X[tr], labels[tr])
     return float(np.mean(clf.predict(X[te]) == labels[te]))
 
