@@ -345,6 +345,46 @@ def test_backbone_switch_backfills_while_old_vectors_serve(celery_worker, make_p
 
 
 @pytest.mark.worker
+def test_upgrading_from_the_p1_recipe_backfills_while_p1_serves(celery_worker, make_product, settings):
+    """0.1.0's default recipe (centre crop, average pooling: ``…:p1``) to today's default
+    (``…:prod1-gem-multi``): a model switch like any other, shelves served throughout."""
+    from imgrec_app.ml.encoder import clear_encoders
+    from imgrec_app.services.recommend import similar_products
+
+    # Synthetic boxes and circles look alike to any backbone: keep near-duplicates on the shelf.
+    p1 = {"preprocess": "crop", "pooling": "avg"}
+    settings.IMGREC = {**settings.IMGREC, "BACKBONE_OPTIONS": p1, "NEAR_DUPLICATE_SIMILARITY": 1.01}
+    clear_encoders()
+    colors = [(220, 30, 30), (200, 40, 40), (30, 30, 220), (40, 40, 200)]
+    products = [
+        _photo_product(
+            make_product, f"U{i}", make_image_bytes("PNG", color=c, shape="box" if i > 1 else "circle"), f"u{i}.png"
+        )
+        for i, c in enumerate(colors)
+    ]
+    ids = list(IndexedImage.objects.filter(object_id__in=[str(p.pk) for p in products]).values_list("pk", flat=True))
+    wait_for(lambda: _settled(ids))
+    old = configured_model()
+    assert old.model_id.endswith(":p1") and old.dim == 1280
+    wait_for(lambda: ServingModel.objects.filter(modality="image", model_id=old.model_id).exists())
+
+    settings.IMGREC = {**settings.IMGREC, "BACKBONE_OPTIONS": {}}  # upgrade: the default recipe
+    clear_encoders()
+    new = configured_model()
+    assert new.model_id.endswith(":prod1-gem-multi") and new.dim == 1664
+    assert len(similar_products(products[0], limit=3)) == 3  # p1 still serves
+    assert ServingModel.objects.get(modality="image").model_id == old.model_id
+
+    call_command("imgrec_reindex", "--stale", "--wait", "--timeout", "120", stdout=io.StringIO(), verbosity=0)
+    wait_for(lambda: ServingModel.objects.get(modality="image").model_id == new.model_id)
+    stored = ImageEmbedding.objects.filter(model_id=new.model_id)
+    assert stored.count() == 4 and all(len(e.vector) == 1664 for e in stored)
+    items = similar_products(products[0], limit=3)
+    assert len(items) == 3 and all(i.source.startswith("similar:") for i in items)
+    clear_encoders()
+
+
+@pytest.mark.worker
 def test_missing_weights_leave_images_pending(celery_worker, make_product, settings, tmp_path):
     from imgrec_app.ml.encoder import clear_encoders
 
