@@ -59,3 +59,17 @@ def test_a_category_with_one_product_falls_back_without_a_warning() -> None:
         warnings.simplefilter("error")
         model = ChosenCLogistic().fit(X, y)
     assert model.C_ == FALLBACK_C and 9 in model.classes_
+
+
+def test_a_large_catalogue_chooses_on_a_sample_keeping_every_category_and_fits_on_all_rows() -> None:
+    X, y = unit_vector_classes()  # 300 rows, 10 categories of 30
+    y = y.copy()
+    y[:3] = 99  # a small category: it must stay in the sample
+    model = ChosenCLogistic(max_choice_rows=100).fit(X, y)
+    assert 95 <= model.choice_rows_ <= 105 and 99 in model.classes_
+    sample = model._choice_sample(y)
+    assert set(np.unique(y[sample])) == set(np.unique(y))
+    np.testing.assert_array_equal(sample, ChosenCLogistic(max_choice_rows=100)._choice_sample(y))  # seeded
+    # The final fit reads every row: the same as a plain fit at the chosen strength.
+    np.testing.assert_allclose(model.coef_, LogisticRegression(C=model.C_, max_iter=2000).fit(X, y).coef_)
+    assert ChosenCLogistic().fit(X, y).choice_rows_ == 300

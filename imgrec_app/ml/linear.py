@@ -25,13 +25,17 @@ INNER_FOLDS = 3
 # Used when the training rows are too few to choose (a category with a single product).
 FALLBACK_C = 8.0
 MAX_ITER = 2000
+# The choice reads at most this many training rows (a per-category proportional sample, seeded),
+# so a large catalogue pays 12 small fits for it, not 12 full ones; the final fit uses every row.
+MAX_CHOICE_ROWS = 5000
 
 
 class ChosenCLogistic(ClassifierMixin, BaseEstimator):
     """``LogisticRegression`` with C chosen among ``Cs`` by stratified inner k-fold accuracy.
 
     A scikit-learn classifier (``fit``, ``predict``, ``predict_proba``, ``classes_``, ``coef_``,
-    ``intercept_``; the chosen strength in ``C_``).  ``C`` fixes the strength (no inner search).
+    ``intercept_``; the chosen strength in ``C_``, the rows its choice read in ``choice_rows_``).
+    ``C`` fixes the strength (no inner search).
     """
 
     def __init__(
@@ -40,15 +44,33 @@ class ChosenCLogistic(ClassifierMixin, BaseEstimator):
         C: float | None = None,
         inner_folds: int = INNER_FOLDS,
         max_iter: int = MAX_ITER,
+        max_choice_rows: int = MAX_CHOICE_ROWS,
     ) -> None:
         self.Cs = Cs
         self.C = C
         self.inner_folds = inner_folds
         self.max_iter = max_iter
+        self.max_choice_rows = max_choice_rows
+
+    def _choice_sample(self, y: np.ndarray) -> np.ndarray:
+        """Row indices the choice reads: all, or a seeded sample keeping each category's share
+        (at least one row of each)."""
+        if len(y) <= self.max_choice_rows:
+            return np.arange(len(y))
+        rng = np.random.default_rng(0)
+        share = self.max_choice_rows / len(y)
+        picked = [
+            rng.choice(rows, size=max(1, int(round(len(rows) * share))), replace=False)
+            for rows in (np.flatnonzero(y == c) for c in np.unique(y))
+        ]
+        return np.sort(np.concatenate(picked))
 
     def _choose(self, X: np.ndarray, y: np.ndarray) -> float:
         if self.C is not None:
             return float(self.C)
+        rows = self._choice_sample(y)
+        self.choice_rows_ = len(rows)
+        X, y = X[rows], y[rows]
         folds = min(self.inner_folds, int(np.unique(y, return_counts=True)[1].min()))
         if len(self.Cs) == 1:
             return float(self.Cs[0])
@@ -66,6 +88,7 @@ class ChosenCLogistic(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: np.ndarray, y: Any) -> ChosenCLogistic:
         y = np.asarray(y)
+        self.choice_rows_ = 0
         self.C_ = self._choose(X, y)
         self.model_ = LogisticRegression(C=self.C_, max_iter=self.max_iter).fit(X, y)
         self.classes_ = self.model_.classes_
