@@ -78,11 +78,12 @@ def check_precision_decoder() -> list[CheckMessage]:
                 id="imgrec_app.E054",
             )
         ]
-    if decoder != "pillow" and _configured_preprocess() not in (None, "crop"):
+    preprocess = _configured_preprocess() if decoder != "pillow" else None
+    if preprocess not in (None, "crop"):
         return [
             Error(
                 f"{SETTING_NAME}['DECODER'] = {decoder!r} implements the 'crop' recipe only, and the "
-                f"backbone's recipe is {_configured_preprocess()!r} (EfficientNet-Lite's default is 'product').",
+                f"backbone's recipe is {preprocess!r} (EfficientNet-Lite's default is 'product').",
                 hint="Set BACKBONE_OPTIONS['preprocess'] = 'crop' to use it, or DECODER 'pillow' with the "
                 "'pad' or 'product' recipes.",
                 id="imgrec_app.E054",
@@ -101,14 +102,11 @@ def check_precision_decoder() -> list[CheckMessage]:
 
 
 def _configured_preprocess() -> str | None:
-    """The configured backbone's preprocessing recipe (its default unless BACKBONE_OPTIONS names
-    one), or None when the backbone or its options are invalid (E003 reports those)."""
+    """The configured backbone's effective preprocessing recipe (``BackboneSpec.with_options``
+    resolves it), or None when the backbone or its options are invalid (E003 reports those)."""
     from imgrec_app.ml.registry import get_backbone
 
-    options = imgrec_settings.BACKBONE_OPTIONS
     try:
-        spec = get_backbone(imgrec_settings.BACKBONE)
-    except (KeyError, TypeError):
+        return get_backbone(imgrec_settings.BACKBONE).with_options(imgrec_settings.BACKBONE_OPTIONS).preprocess
+    except (KeyError, TypeError, ValueError, AttributeError):  # AttributeError: options not a dict
         return None
-    preprocess = options.get("preprocess", spec.preprocess) if isinstance(options, dict) else None
-    return preprocess if isinstance(preprocess, str) else None

@@ -65,17 +65,17 @@ class ChosenCLogistic(ClassifierMixin, BaseEstimator):
         ]
         return np.sort(np.concatenate(picked))
 
-    def _choose(self, X: np.ndarray, y: np.ndarray) -> float:
+    def _choose(self, X: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+        """``(C, rows the choice read)``: the given C (no rows read), or the inner search's best."""
         if self.C is not None:
-            return float(self.C)
+            return float(self.C), 0
         rows = self._choice_sample(y)
-        self.choice_rows_ = len(rows)
         X, y = X[rows], y[rows]
         folds = min(self.inner_folds, int(np.unique(y, return_counts=True)[1].min()))
         if len(self.Cs) == 1:
-            return float(self.Cs[0])
+            return float(self.Cs[0]), len(rows)
         if folds < 2:
-            return FALLBACK_C
+            return FALLBACK_C, len(rows)
         search = GridSearchCV(
             LogisticRegression(max_iter=self.max_iter),
             {"C": list(self.Cs)},
@@ -84,12 +84,11 @@ class ChosenCLogistic(ClassifierMixin, BaseEstimator):
             refit=False,
         )
         search.fit(X, y)
-        return float(search.best_params_["C"])
+        return float(search.best_params_["C"]), len(rows)
 
     def fit(self, X: np.ndarray, y: Any) -> ChosenCLogistic:
         y = np.asarray(y)
-        self.choice_rows_ = 0
-        self.C_ = self._choose(X, y)
+        self.C_, self.choice_rows_ = self._choose(X, y)
         self.model_ = LogisticRegression(C=self.C_, max_iter=self.max_iter).fit(X, y)
         self.classes_ = self.model_.classes_
         self.coef_ = self.model_.coef_
